@@ -1,0 +1,242 @@
+"""Typed configuration: pydantic models, YAML loading and dotted CLI overrides.
+
+Every section forbids unknown keys, so a typo fails before any work starts,
+naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from earmark.errors import EarmarkError
+
+DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
+ClipMode = Literal["pad", "crop", "chunk"]
+FeatureKind = Literal["log_mel", "mfcc", "waveform"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ColumnMap(Section):
+    """Names of the metadata columns; None means 'detect a common name'."""
+
+    path: Optional[str] = None
+    label: Optional[str] = None
+    group: Optional[str] = None
+    fold: Optional[str] = None
+    split: Optional[str] = None
+
+
+class DataConfig(Section):
+    source: DataSource = "sample"
+    path: Optional[Path] = Field(None, description="folder root, CSV/TSV file, or data set root")
+    audio_root: Optional[Path] = Field(None, description="where relative paths in a CSV point (default: the CSV's folder)")
+    columns: ColumnMap = ColumnMap()
+    extensions: list[str] = [".wav", ".flac", ".ogg", ".mp3"]
+    sample_rate_hz: int = Field(16000, gt=0, le=384000)
+    duration_s: float = Field(1.0, gt=0, le=3600)
+    clip: ClipMode = "pad"
+    chunk_hop_s: Optional[float] = Field(None, gt=0, description="hop between chunks (default: duration_s)")
+    min_duration_s: float = Field(0.02, ge=0)
+    cache_dir: Path = Path(".earmark/cache")
+    workers: Optional[int] = Field(None, ge=1, description="decode processes (default: CPU count)")
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lower(cls, value: list[str]) -> list[str]:
+        return [e.lower() if e.startswith(".") else "." + e.lower() for e in value]
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataConfig":
+        if self.source in ("folder", "csv", "esc50", "urbansound8k", "fsdd") and self.path is None:
+            raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        return self
+
+    def audio_key(self) -> dict[str, Any]:
+        """The settings that change decoded audio; anything else never re-decodes."""
+        return {
+            "sample_rate_hz": self.sample_rate_hz,
+            "duration_s": self.duration_s,
+            "clip": self.clip,
+            "chunk_hop_s": self.chunk_hop_s if self.clip == "chunk" else None,
+            "min_duration_s": self.min_duration_s,
+        }
+
+
+class SplitConfig(Section):
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    group_by: Optional[str] = Field(None, description="metadata column whose values never straddle splits")
+    use_predefined: bool = Field(True, description="respect a split or fold column when the data has one")
+    test_fold: Optional[str] = Field(None, description="with a fold column: the fold held out for test (default: the last)")
+    val_fold: Optional[str] = Field(None, description="with a fold column: the fold used for validation (default: carve from train)")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "SplitConfig":
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("split.val_fraction + split.test_fraction must be below 1")
+        return self
+
+
+class FeaturesConfig(Section):
+    kind: FeatureKind = "log_mel"
+    n_fft: int = Field(512, ge=16, le=65536)
+    win_ms: float = Field(25.0, gt=0)
+    hop_ms: float = Field(10.0, gt=0)
+    n_mels: int = Field(64, ge=1, le=512)
+    f_min_hz: float = Field(0.0, ge=0)
+    f_max_hz: Optional[float] = Field(None, gt=0)
+    n_mfcc: int = Field(20, ge=1, le=256)
+    normalize: bool = Field(True, description="standardise each feature bin with mean_/std_ fitted on the training split")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FeaturesConfig":
+        if self.f_max_hz is not None and self.f_max_hz <= self.f_min_hz:
+            raise ValueError("features.f_max_hz must be above features.f_min_hz")
+        if self.kind == "mfcc" and self.n_mfcc > self.n_mels:
+            raise ValueError(f"features.n_mfcc ({self.n_mfcc}) cannot exceed features.n_mels ({self.n_mels})")
+        return self
+
+
+class ModelConfig(Section):
+    name: str = "simple_cnn"
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's builder")
+
+
+class TrainConfig(Section):
+    max_epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    scheduler: Literal["onecycle", "cosine", "none"] = "onecycle"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    monitor: Literal["val_acc", "val_loss", "val_macro_f1"] = "val_acc"
+    early_stopping_patience: Optional[int] = Field(10, ge=1)
+    max_time_s: Optional[float] = Field(None, gt=0, description="stop training after this many seconds")
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: Optional[str] = Field(None, description="default: 16-mixed on GPU, 32 on CPU")
+    memory_budget_gb: float = Field(4.0, ge=0, description="device memory the decoded clips may take; above it they stream")
+    num_workers: int = Field(0, ge=0)
+    deterministic: bool = False
+    progress: bool = True
+
+
+class Config(Section):
+    name: Optional[str] = Field(None, description="run name (default: data source + model + time)")
+    seed: int = 0
+    runs_dir: Path = Path("runs")
+    workspace: Path = Field(Path(".earmark"), description="generated splits live here; `earmark clean` removes it")
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
+
+    def split_key(self) -> str:
+        """A short hash of what decides the split, so generated splits are reused."""
+        payload = {"data": json.loads(self.data.model_dump_json()), "split": self.split.model_dump(), "seed": self.seed}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.max_epochs=5' -> (['train', 'max_epochs'], 5); the value is read as YAML."""
+    if "=" not in text:
+        raise EarmarkError(f"override '{text}' must look like section.key=value (e.g. train.max_epochs=5)")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise EarmarkError(f"override '{text}' has no key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    model: type[BaseModel] | None = Config
+    node = tree
+    for depth, part in enumerate(parts):
+        dotted = ".".join(parts[: depth + 1])
+        if model is not None and part not in model.model_fields:
+            allowed = ", ".join(model.model_fields)
+            raise EarmarkError(f"unknown config key '{dotted}'; allowed here: {allowed}")
+        if depth == len(parts) - 1:
+            node[part] = value
+            return
+        annotation = model.model_fields[part].annotation if model is not None else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise EarmarkError(f"config key '{dotted}' is a value, not a section; cannot set '{'.'.join(parts)}'")
+        node = child
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "literal_error":
+            message = f"must be one of {item.get('ctx', {}).get('expected', '')}; got {item.get('input')!r}"
+        lines.append(f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults) and apply dotted overrides, validating everything."""
+    tree: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise EarmarkError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise EarmarkError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(loaded).__name__}")
+        tree = loaded
+        origin = str(path)
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        _apply_override(tree, parts, value)
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise EarmarkError(_format_validation_error(exc, origin)) from None
+    if path is not None:
+        config = _resolve_relative_paths(config, Path(path).parent)
+    return config
+
+
+def _resolve_relative_paths(config: Config, base: Path) -> Config:
+    """Data paths in a YAML file are relative to the file, as users expect."""
+    data = config.data
+    updates = {}
+    for field in ("path", "audio_root"):
+        value = getattr(data, field)
+        if value is not None and not value.is_absolute() and not value.exists():
+            candidate = base / value
+            if candidate.exists():
+                updates[field] = candidate
+    if updates:
+        config = config.model_copy(update={"data": data.model_copy(update=updates)})
+    return config
