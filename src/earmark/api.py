@@ -1,0 +1,211 @@
+"""The Python API; every CLI command is a thin call into one of these functions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from earmark.config import Config, load_config
+from earmark.errors import EarmarkError
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    fit_seconds: float
+
+
+def _as_config(config: Config | str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    if isinstance(config, Config):
+        return _override(config, overrides) if overrides else config
+    return load_config(config, list(overrides))
+
+
+def _override(config: Config, overrides: Sequence[str]) -> Config:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write(config.to_yaml())
+    try:
+        return load_config(handle.name, list(overrides))
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+
+
+def check_config(config: Config) -> None:
+    """Everything that can be checked before decoding a single file."""
+    from earmark.features import build_frontend
+    from earmark.models.registry import check_model_config
+
+    check_model_config(config.model.name, config.model.params, config.features.kind)
+    build_frontend(config.features, config.data.sample_rate_hz)
+
+
+def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
+            progress: bool = True):
+    """Decode (once), cache and split the data; returns `PreparedData`."""
+    from earmark.data.prepared import prepare_data
+
+    config = _as_config(config, overrides)
+    check_config(config)
+    return prepare_data(config, strict=strict, progress=progress)
+
+
+def _new_run_dir(config: Config) -> Path:
+    name = config.name or f"{config.data.source}-{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = config.runs_dir / name
+    suffix = 1
+    while run_dir.exists():
+        run_dir = config.runs_dir / f"{name}-{suffix}"
+        suffix += 1
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False) -> RunResult:
+    """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory."""
+    import lightning as L
+    import torch
+
+    from earmark.contract import InputContract
+    from earmark.data.batches import AudioDataModule
+    from earmark.training import AudioClassifier, build_trainer
+
+    config = _as_config(config, overrides)
+    check_config(config)
+    prepared = prepare(config, strict=strict, progress=config.train.progress)
+    if not len(prepared.rows("train")):
+        raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
+    run_dir = _new_run_dir(config)
+    (run_dir / "config.yaml").write_text(config.to_yaml())
+    (run_dir / "labels.json").write_text(json.dumps(prepared.labels, indent=1))
+    shutil.copytree(prepared.split_dir, run_dir / "splits")
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    contract = InputContract(sample_rate_hz=config.data.sample_rate_hz, duration_s=config.data.duration_s,
+                             clip=config.data.clip, chunk_hop_s=config.data.chunk_hop_s,
+                             labels=tuple(prepared.labels), features=config.features.model_dump())
+    module = AudioClassifier(contract.to_dict(), config.model.name, dict(config.model.params),
+                             config.train.model_dump())
+    waves = prepared.cache.waves
+    train_rows = prepared.rows("train")
+    module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
+                                      for i in range(0, len(train_rows), 256))
+    splits = ("train", "val", "test")
+    datamodule = AudioDataModule(waves, {s: prepared.rows(s) for s in splits}, {s: prepared.targets(s) for s in splits},
+                                 batch_size=config.train.batch_size, seed=config.seed,
+                                 memory_budget_gb=config.train.memory_budget_gb, num_workers=config.train.num_workers)
+    trainer = build_trainer(config, run_dir, has_validation=len(prepared.rows("val")) > 0)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - started
+    metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], waves, prepared.labels)
+    metrics["fit_seconds"] = fit_seconds
+    metrics["epochs"] = int(trainer.current_epoch)
+    metrics["device_resident"] = datamodule.device_resident
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return RunResult(run_dir, metrics, fit_seconds)
+
+
+def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
+                  out_dir: Path | None = None) -> dict[str, Any]:
+    """Score the run's best checkpoint on `test_items` (rows into `waves`) and write the artifacts."""
+    from earmark.evaluation import classification_metrics
+    from earmark.predict import Predictor
+    from earmark.reports import markdown_report, plot_confusion
+
+    out_dir = out_dir or run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = Predictor.from_run(run_dir)
+    if list(predictor.labels) != list(labels):
+        raise EarmarkError(f"the data's classes {labels} differ from the run's {list(predictor.labels)}")
+    probabilities = predictor.predict_waves(waves[test_items["row"].to_numpy()])
+    index = {label: i for i, label in enumerate(labels)}
+    y_true = test_items["label"].astype(str).map(index).to_numpy()
+    metrics = classification_metrics(y_true, probabilities, labels)
+    predictions = pd.DataFrame({"path": test_items["path"].to_numpy(), "true": test_items["label"].to_numpy(),
+                                "predicted": np.asarray(labels)[probabilities.argmax(axis=1)]})
+    if "start_s" in test_items:
+        predictions.insert(3, "start_s", test_items["start_s"].to_numpy())
+    for i, label in enumerate(labels):
+        predictions[f"p_{label}"] = probabilities[:, i].round(6)
+    predictions.to_csv(out_dir / "predictions.csv", index=False)
+    plot_confusion(metrics["confusion"], labels, out_dir / "confusion.png")
+    context = {"run directory": run_dir, "checkpoint": "checkpoints/best.ckpt"}
+    (out_dir / "report.md").write_text(markdown_report(run_dir.name, metrics, context))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Re-score a run: on its own test split, on another config's test split, or on every row of a CSV."""
+    from earmark.data.cache import prepare_cache
+    from earmark.data.prepared import prepare_data
+    from earmark.data.splits import load_splits
+
+    run_dir = Path(run)
+    config = load_config(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    if config is None:
+        raise EarmarkError(f"{run_dir} is not a run directory (no config.yaml)")
+    labels = json.loads((run_dir / "labels.json").read_text())
+    if data is None:
+        items = load_splits(run_dir / "splits")
+        items = items[items["split"] == "test"]
+    elif str(data).lower().endswith((".yaml", ".yml")):
+        other = load_config(data)
+        other = other.model_copy(update={"data": other.data.model_copy(update=config.data.audio_key())})
+        prepared = prepare_data(other, progress=True)
+        items = prepared.items[prepared.items["split"] == "test"]
+    else:
+        csv_data = config.data.model_copy(update={"source": "csv", "path": Path(data)})
+        from earmark.data.sources import load_table
+
+        items = load_table(csv_data, min_classes=1)
+    cache = prepare_cache(items["path"].drop_duplicates().tolist(), config.data, progress=True)
+    keep = ["path", "segment"] if "segment" in items else ["path"]
+    test_items = items.drop(columns=[c for c in ("row", "start_s", "end_s") if c in items]).merge(
+        cache.segments, on=keep, how="inner")
+    unknown = sorted(set(test_items["label"].astype(str)) - set(labels))
+    if unknown:
+        raise EarmarkError(f"the evaluation data has classes the run never saw: {', '.join(unknown)}")
+    out = Path(out_dir) if out_dir else run_dir / "eval" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out)
+
+
+def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
+            chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None):
+    """Predict files, folders or CSV lists with a run; writes `out` (and `<out>_timeline.csv` when chunking)."""
+    from earmark.predict import Predictor, resolve_inputs
+
+    paths = resolve_inputs(inputs)
+    predictor = Predictor.from_run(run, device=device)
+    result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.files.to_csv(out, index=False)
+        if result.timeline is not None:
+            result.timeline.to_csv(out.with_name(out.stem + "_timeline.csv"), index=False)
+    return result
+
+
+def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> int:
+    """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched."""
+    from earmark.data.cache import clean_cache
+
+    config = _as_config(config, overrides)
+    freed = clean_cache(config.data.cache_dir)
+    splits = config.workspace / "splits"
+    if splits.exists():
+        freed += sum(p.stat().st_size for p in splits.rglob("*") if p.is_file())
+        shutil.rmtree(splits)
+    return freed

@@ -1,0 +1,103 @@
+"""One model registry: models register by decorator next to their definition.
+
+Everything else asks the registry by name (timm's `create_model` habit). The list of
+modules that define models is written here, so the registry is complete without
+relying on who imported what.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from torch import nn
+
+from earmark.errors import EarmarkError
+
+InputKind = Literal["spectrogram", "waveform"]
+
+# Every module that registers models; imported on first use of the registry.
+MODEL_MODULES = ("earmark.models.cnn", "earmark.models.wave")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    input_kind: InputKind
+    description: str
+
+    def param_names(self) -> list[str]:
+        skip = {"n_classes", "input_shape"}
+        return [p for p in inspect.signature(self.builder).parameters if p not in skip]
+
+    def param_defaults(self) -> dict[str, Any]:
+        signature = inspect.signature(self.builder).parameters
+        return {name: signature[name].default for name in self.param_names()}
+
+
+class ModelRegistry:
+    """Name → builder. A builder takes `n_classes`, `input_shape` (per clip, no batch) and its own params."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ModelEntry] = {}
+
+    def register(self, name: str, *, input_kind: InputKind, description: str) -> Callable:
+        def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+            if name in self._entries:
+                raise ValueError(f"model '{name}' is registered twice")
+            self._entries[name] = ModelEntry(name, builder, input_kind, description)
+            return builder
+
+        return decorator
+
+    def _load(self) -> None:
+        for module in MODEL_MODULES:
+            importlib.import_module(module)
+
+    def entry(self, name: str) -> ModelEntry:
+        self._load()
+        if name not in self._entries:
+            available = ", ".join(sorted(self._entries))
+            raise EarmarkError(f"unknown model.name '{name}'; available models: {available}")
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+
+MODELS = ModelRegistry()
+register_model = MODELS.register
+
+
+def list_models() -> list[ModelEntry]:
+    return [MODELS.entry(name) for name in MODELS.names()]
+
+
+def check_model_config(name: str, params: dict[str, Any], feature_kind: str) -> ModelEntry:
+    """Validate a model choice against its builder and the front-end before any work starts."""
+    entry = MODELS.entry(name)
+    unknown = sorted(set(params) - set(entry.param_names()))
+    if unknown:
+        allowed = ", ".join(entry.param_names()) or "(none)"
+        raise EarmarkError(f"model.params for '{name}' has unknown key(s) {', '.join(unknown)}; allowed: {allowed}")
+    wants_waveform = entry.input_kind == "waveform"
+    if wants_waveform != (feature_kind == "waveform"):
+        needed = "waveform" if wants_waveform else "log_mel or mfcc"
+        raise EarmarkError(
+            f"model '{name}' takes {entry.input_kind} input but features.kind is '{feature_kind}'; "
+            f"set features.kind={needed.split()[0]}"
+        )
+    return entry
+
+
+def create_model(name: str, n_classes: int, input_shape: tuple[int, ...], **params: Any) -> nn.Module:
+    """Build a registered model for `n_classes` and clips of `input_shape` (no batch dim)."""
+    entry = MODELS.entry(name)
+    try:
+        return entry.builder(n_classes=n_classes, input_shape=tuple(input_shape), **params)
+    except TypeError as exc:
+        raise EarmarkError(f"model.params for '{name}' are not valid: {exc}") from None

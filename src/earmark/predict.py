@@ -1,0 +1,147 @@
+"""Prediction with a trained run: waves or files in, probabilities, top-k and chunk timelines out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from earmark.contract import InputContract
+from earmark.errors import EarmarkError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+PATH_COLUMNS = ("path", "file_path", "filepath", "filename", "file", "file_name", "slice_file_name", "audio")
+
+
+def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
+    run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.suffix == ".ckpt":
+        return run_dir
+    if not run_dir.is_dir():
+        raise EarmarkError(f"run not found: {run_dir} (give a run directory such as runs/<name>, or a .ckpt file)")
+    for name in (f"{which}.ckpt", "best.ckpt", "last.ckpt"):
+        candidate = run_dir / "checkpoints" / name
+        if candidate.is_file():
+            return candidate
+    raise EarmarkError(f"{run_dir} holds no checkpoint (expected checkpoints/best.ckpt); was training interrupted?")
+
+
+def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (searched recursively for audio) and CSV lists, in the order given."""
+    paths: list[Path] = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            if not found:
+                raise EarmarkError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {item}")
+            paths += found
+        elif item.suffix.lower() in (".csv", ".tsv") and item.is_file():
+            table = pd.read_csv(item, sep=None, engine="python")
+            column = next((c for c in table.columns if str(c).lower() in PATH_COLUMNS), None)
+            if column is None:
+                raise EarmarkError(f"{item} has no path column (looked for {', '.join(PATH_COLUMNS)}; "
+                                   f"found {', '.join(map(str, table.columns))})")
+            paths += [p if p.is_absolute() else item.parent / p for p in map(Path, table[column].astype(str))]
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise EarmarkError(f"input not found: {item}")
+    return paths
+
+
+@dataclass
+class FilePredictions:
+    files: pd.DataFrame  # one row per file: path, label, probability, top-k columns, n_chunks
+    timeline: pd.DataFrame | None  # one row per chunk when chunking: path, start_s, end_s, label, probability
+    bad_files: pd.DataFrame  # path, reason
+
+
+class Predictor:
+    """A trained front-end + model on one device. `predict_waves` is the core; files go through it."""
+
+    def __init__(self, module, device: str = "cpu") -> None:
+        import torch
+
+        self.torch = torch
+        self.module = module.eval().to(device)
+        self.device = device
+        self.contract: InputContract = module.contract
+
+    @classmethod
+    def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best") -> "Predictor":
+        import torch
+
+        from earmark.training import AudioClassifier
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        module = AudioClassifier.load_from_checkpoint(find_checkpoint(Path(run), checkpoint), map_location=device,
+                                                      weights_only=False)
+        return cls(module, device)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    def predict_waves(self, waves: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """waves (N, n_samples) float32 → probabilities (N, n_classes)."""
+        torch = self.torch
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(waves), batch_size):
+                batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
+                                        device=self.device)
+                outputs.append(torch.softmax(self.module(batch).float(), dim=1).cpu().numpy())
+        if not outputs:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(outputs)
+
+    def _segments(self, path: Path, chunk_s: float | None, hop_s: float | None) -> tuple[np.ndarray, float]:
+        from earmark.data.audio import decode, fit_length, resample, to_mono
+
+        contract = self.contract
+        samples, rate_hz = decode(path)
+        wave = resample(to_mono(samples), rate_hz, contract.sample_rate_hz)
+        if chunk_s is None and contract.clip == "chunk":
+            chunk_s, hop_s = contract.duration_s, contract.chunk_hop_s
+        if chunk_s is None:
+            return fit_length(wave, contract.n_samples, contract.clip), contract.duration_s
+        window = int(round(chunk_s * contract.sample_rate_hz))
+        hop = int(round((hop_s or chunk_s) * contract.sample_rate_hz))
+        chunks = fit_length(wave, window, "chunk", hop)
+        fitted = np.stack([fit_length(chunk, contract.n_samples, "pad")[0] for chunk in chunks])
+        return fitted, hop / contract.sample_rate_hz
+
+    def predict_files(self, paths: Iterable[Path], top_k: int = 3, chunk_s: float | None = None,
+                      hop_s: float | None = None, batch_size: int = 256) -> FilePredictions:
+        from earmark.data.audio import AudioError
+
+        labels = np.asarray(self.labels)
+        top_k = max(1, min(top_k, len(labels)))
+        file_rows, chunk_rows, bad = [], [], []
+        for path in paths:
+            try:
+                segments, step_s = self._segments(Path(path), chunk_s, hop_s)
+            except AudioError as exc:
+                bad.append({"path": str(path), "reason": str(exc)})
+                continue
+            probabilities = self.predict_waves(segments, batch_size)  # (n_chunks, C)
+            mean = probabilities.mean(axis=0)
+            order = np.argsort(-mean)[:top_k]
+            row = {"path": str(path), "label": labels[order[0]], "probability": float(mean[order[0]]),
+                   "n_chunks": len(segments)}
+            for rank, index in enumerate(order[1:], start=2):
+                row[f"top{rank}_label"] = labels[index]
+                row[f"top{rank}_probability"] = float(mean[index])
+            file_rows.append(row)
+            if chunk_s is not None or self.contract.clip == "chunk":
+                window_s = chunk_s or self.contract.duration_s
+                for i, chunk in enumerate(probabilities):
+                    chunk_rows.append({"path": str(path), "start_s": round(i * step_s, 3),
+                                       "end_s": round(i * step_s + window_s, 3), "label": labels[chunk.argmax()],
+                                       "probability": float(chunk.max())})
+        timeline = pd.DataFrame(chunk_rows) if chunk_rows else None
+        return FilePredictions(pd.DataFrame(file_rows), timeline, pd.DataFrame(bad, columns=["path", "reason"]))

@@ -1,0 +1,124 @@
+"""End to end through the Python API on tiny synthetic tones: one training run shared by the tests."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from earmark import api
+from earmark.config import load_config
+from earmark.errors import EarmarkError
+from earmark.inspection import inspect_data
+
+from conftest import tone_clip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, request):
+    # Build the tone data set and config inside a module-scoped folder.
+    from conftest import TONES_HZ
+
+    base = tmp_path_factory.mktemp("api")
+    root = base / "tones"
+    for class_index, (label, frequency) in enumerate(TONES_HZ.items()):
+        (root / label).mkdir(parents=True)
+        for take in range(12):
+            sf.write(root / label / f"{label}_{take}.wav", tone_clip(frequency, 8000, 0.5, class_index * 100 + take), 8000)
+    overrides = [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=folder", f"data.path={root}",
+                 "data.sample_rate_hz=8000", "data.duration_s=0.5", f"data.cache_dir={base / 'ws' / 'cache'}",
+                 "data.workers=1", "split.val_fraction=0.2", "split.test_fraction=0.25", "features.n_fft=256",
+                 "features.n_mels=32", "model.params.width=8", "train.max_epochs=6", "train.batch_size=8",
+                 "train.lr=0.005", "train.progress=false", "name=tones"]
+    config = load_config(overrides=overrides)
+    result = api.train(config)
+    return result, config, root
+
+
+def test_run_directory_holds_every_artifact(trained):
+    result, config, _ = trained
+    run = result.run_dir
+    for name in ("config.yaml", "labels.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.json",
+                 "report.md", "confusion.png", "predictions.csv", "splits/train.csv", "splits/test.csv",
+                 "splits/split_stats.json", "splits/bad_files.csv"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").rglob("events.out.tfevents*"))
+    assert load_config(run / "config.yaml") == config  # the resolved config reproduces the run
+    assert json.loads((run / "labels.json").read_text()) == ["high", "low", "mid"]
+
+
+def test_metrics_are_written_with_the_baseline_beside_them(trained):
+    result, _, _ = trained
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "per_class", "majority_baseline", "confusion"):
+        assert key in metrics
+    assert set(metrics["per_class"]) == {"high", "low", "mid"}
+    assert metrics["accuracy"] > metrics["majority_baseline"]["accuracy"]  # pure tones are easy
+    predictions = pd.read_csv(result.run_dir / "predictions.csv")
+    assert list(predictions.columns[:3]) == ["path", "true", "predicted"]
+    assert {"p_high", "p_low", "p_mid"} <= set(predictions.columns)
+    assert len(predictions) == metrics["n_clips"]
+    assert np.allclose(predictions[["p_high", "p_low", "p_mid"]].sum(axis=1), 1, atol=1e-4)
+    assert "majority-class baseline" in (result.run_dir / "report.md").read_text()
+
+
+def test_evaluate_reproduces_the_test_metrics(trained, tmp_path):
+    result, _, _ = trained
+    metrics = api.evaluate(result.run_dir, out_dir=tmp_path / "eval")
+    assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert (tmp_path / "eval" / "confusion.png").is_file()
+
+
+def test_predict_files_folders_and_chunked_timelines(trained, tmp_path):
+    result, _, root = trained
+    long_file = tmp_path / "long.wav"
+    from conftest import TONES_HZ
+
+    sf.write(long_file, np.concatenate([tone_clip(TONES_HZ["low"], 8000, 1.0, 1),
+                                        tone_clip(TONES_HZ["high"], 8000, 1.0, 2)]), 8000)
+    out = tmp_path / "preds.csv"
+    predictions = api.predict(result.run_dir, [root / "low", long_file], out, top_k=2, chunk_s=0.5)
+    table = pd.read_csv(out)
+    assert len(table) == 13
+    assert {"path", "label", "probability", "top2_label", "top2_probability"} <= set(table.columns)
+    timeline = pd.read_csv(tmp_path / "preds_timeline.csv")
+    long_rows = timeline[timeline["path"] == str(long_file)]
+    assert list(long_rows["start_s"]) == [0.0, 0.5, 1.0, 1.5]
+    assert predictions.files.loc[predictions.files["path"] == str(long_file), "n_chunks"].item() == 4
+
+
+def test_predict_reports_unreadable_files_without_failing(trained, tmp_path):
+    result, _, root = trained
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio at all")
+    predictions = api.predict(result.run_dir, [root / "mid" / "mid_0.wav", broken])
+    assert len(predictions.files) == 1
+    assert predictions.bad_files["path"].tolist() == [str(broken)]
+
+
+def test_second_prepare_decodes_nothing_and_inspect_draws(trained, tmp_path):
+    _, config, _ = trained
+    prepared = api.prepare(config.model_copy(update={"train": config.train}), progress=False)
+    assert prepared.cache.stats.n_decoded == 0 and prepared.cache.stats.n_reused == 36
+    summary = inspect_data(config, out_dir=tmp_path / "inspect")
+    assert (tmp_path / "inspect" / "spectrograms.png").stat().st_size > 1000
+    assert summary.facts["batch_shapes"]["logits"][1] == 3
+    assert summary.facts["sample_rates_hz"] == {"8000": 36}
+
+
+def test_clean_removes_caches_and_splits_but_keeps_runs(trained):
+    result, config, _ = trained
+    freed = api.clean(config)
+    assert freed > 0
+    assert not (config.workspace / "splits").exists()
+    assert not any(config.data.cache_dir.glob("*/*")) if config.data.cache_dir.exists() else True
+    assert (result.run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_bad_model_choice_fails_before_any_decoding(tmp_path):
+    config = load_config(overrides=["model.name=wave_cnn", f"data.cache_dir={tmp_path / 'cache'}"])
+    with pytest.raises(EarmarkError, match="features.kind"):
+        api.train(config)
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,79 @@
+"""The command line as a user runs it: real processes, exit codes, no tracebacks."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from conftest import tone_clip
+
+
+def earmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "earmark", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error:")
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def test_help_lists_every_command_quickly(tmp_path):
+    result = earmark("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("train", "prepare", "evaluate", "predict", "inspect", "clean", "models"):
+        assert command in result.stdout
+    check = subprocess.run([sys.executable, "-c", "import earmark.cli, sys; print('torch' in sys.modules)"],
+                           capture_output=True, text=True)
+    assert check.stdout.strip() == "False"  # heavy imports wait for the command that needs them
+
+
+def test_models_command(tmp_path):
+    result = earmark("models", cwd=tmp_path)
+    assert result.returncode == 0 and "simple_cnn" in result.stdout and "wave_cnn" in result.stdout
+
+
+def test_unknown_key_and_missing_path_are_one_line_errors(tmp_path):
+    assert_clean_error(earmark("train", "train.max_epoch=3", cwd=tmp_path), "train.max_epoch", "max_epochs")
+    assert_clean_error(earmark("train", "data.source=folder", "data.path=/no/such/folder", cwd=tmp_path),
+                       "/no/such/folder")
+    assert_clean_error(earmark("train", "missing.yaml", cwd=tmp_path), "missing.yaml")
+
+
+def test_bad_data_gets_a_clear_message(tmp_path):
+    corrupt = tmp_path / "corrupt"
+    for label in ("a", "b"):
+        (corrupt / label).mkdir(parents=True)
+        for i in range(3):
+            (corrupt / label / f"{i}.wav").write_bytes(b"RIFF garbage")
+    common = [f"data.cache_dir={tmp_path / 'cache'}", f"workspace={tmp_path / 'ws'}"]
+    assert_clean_error(earmark("prepare", "data.source=folder", f"data.path={corrupt}", *common, cwd=tmp_path), "bad_files.csv")
+    single = tmp_path / "single" / "only"
+    single.mkdir(parents=True)
+    sf.write(single / "x.wav", tone_clip(440, 8000, 0.5, 0), 8000)
+    assert_clean_error(earmark("prepare", "data.source=folder", f"data.path={single.parent}", *common, cwd=tmp_path), "class")
+    csv = tmp_path / "meta.csv"
+    csv.write_text("foo,bar\n1,2\n")
+    assert_clean_error(earmark("prepare", "data.source=csv", f"data.path={csv}", *common, cwd=tmp_path),
+                       "data.columns")
+
+
+def test_train_predict_evaluate_from_the_command_line(tone_config, tone_folder, tmp_path):
+    trained = earmark("train", str(tone_config), "model.name=wave_cnn", "features.kind=waveform",
+                      "train.max_epochs=2", "--strict", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "test accuracy:" in trained.stdout
+    run = tmp_path / "runs" / "tones"
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    predicted = earmark("predict", str(run), str(tone_folder / "low"), "--out", str(tmp_path / "p.csv"),
+                        cwd=tmp_path)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 13
+    evaluated = earmark("evaluate", str(run), "--out", str(tmp_path / "eval"), cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "accuracy" in evaluated.stdout and (tmp_path / "eval" / "metrics.json").is_file()

@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from earmark.config import Config, load_config, parse_override
+from earmark.errors import EarmarkError
+
+
+def test_defaults_train_the_bundled_sample():
+    config = load_config()
+    assert config.data.source == "sample"
+    assert config.model.name == "simple_cnn"
+    assert config.split.val_fraction == 0.1 and config.split.test_fraction == 0.1
+
+
+def test_dotted_overrides_are_typed():
+    config = load_config(overrides=["train.max_epochs=5", "model.name=wave_cnn", "data.duration_s=2.5",
+                                    "model.params.width=16", "split.group_by=speaker"])
+    assert config.train.max_epochs == 5
+    assert config.model.name == "wave_cnn"
+    assert config.data.duration_s == 2.5
+    assert config.model.params == {"width": 16}
+    assert config.split.group_by == "speaker"
+
+
+def test_yaml_then_overrides(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    (tmp_path / "audio").mkdir()
+    path.write_text("data:\n  source: folder\n  path: audio\ntrain:\n  max_epochs: 3\n")
+    config = load_config(path, ["train.max_epochs=7"])
+    assert config.train.max_epochs == 7
+    assert config.data.path == tmp_path / "audio"  # relative to the YAML file
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.max_epoch=5", ["train.max_epoch", "max_epochs"]),
+    ("trian.lr=1", ["trian", "train"]),
+    ("data.clip=pads", ["data.clip", "pad", "crop", "chunk"]),
+    ("train.lr=-1", ["train.lr", "greater than 0"]),
+    ("train.batch_size=many", ["train.batch_size", "integer"]),
+    ("data.source=csv", ["data.path"]),
+    ("split.val_fraction=0.95", ["split.test_fraction"]),
+    ("features.n_mfcc=100", ["n_mfcc", "n_mels"]),
+    ("noequals", ["section.key=value"]),
+])
+def test_bad_config_names_the_key_and_what_is_allowed(override, words):
+    with pytest.raises(EarmarkError) as error:
+        overrides = [override] if override != "features.n_mfcc=100" else ["features.kind=mfcc", override]
+        load_config(overrides=overrides)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_missing_and_malformed_config_files(tmp_path: Path):
+    with pytest.raises(EarmarkError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n- not a mapping\n")
+    with pytest.raises(EarmarkError, match="mapping"):
+        load_config(bad)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path: Path):
+    config = load_config(overrides=["train.max_epochs=3", "features.kind=mfcc"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(config.to_yaml())
+    assert load_config(path) == config
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=null") == (["a"], None)
+
+
+def test_audio_key_ignores_feature_settings():
+    a = Config()
+    b = load_config(overrides=["features.n_mels=40", "model.name=wave_cnn"])
+    assert a.data.audio_key() == b.data.audio_key()
+    c = load_config(overrides=["data.sample_rate_hz=8000"])
+    assert a.data.audio_key() != c.data.audio_key()
