@@ -284,3 +284,16 @@ def test_onnx_export_matches_torch(kind, tmp_path):
     (got,) = session.run(None, {"wave": wave.numpy()})
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-3
+
+
+def test_top_db_floors_each_clip_below_its_own_peak():
+    # A loud tone and a near-silent tail: without a floor the tail reaches -100 dB.
+    loud = 20 * np.concatenate([tone(1000.0, SR // 2), np.zeros(SR // 2, dtype=np.float32)])
+    floored = build_frontend(FeaturesConfig(normalize=False, top_db=80.0), SR)
+    raw = build_frontend(FeaturesConfig(normalize=False, top_db=None), SR)
+    with_floor, without = features_of(floored, loud), features_of(raw, loud)
+    assert without.min() < without.max() - 80.0
+    assert with_floor.min() == pytest.approx(with_floor.max() - 80.0, abs=1e-3)
+    keep = with_floor > with_floor.min() + 1e-3  # above the floor nothing changes
+    assert keep.mean() > 0.05
+    assert np.allclose(with_floor[keep], without[keep], atol=1e-4)

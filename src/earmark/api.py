@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,7 +96,7 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
                              clip=config.data.clip, chunk_hop_s=config.data.chunk_hop_s,
                              labels=tuple(prepared.labels), features=config.features.model_dump())
     module = AudioClassifier(contract.to_dict(), config.model.name, dict(config.model.params),
-                             config.train.model_dump())
+                             config.train.model_dump(), config.augment.model_dump(), config.seed)
     waves = prepared.cache.waves
     train_rows = prepared.rows("train")
     module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
@@ -106,7 +107,11 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
                                  memory_budget_gb=config.train.memory_budget_gb, num_workers=config.train.num_workers)
     trainer = build_trainer(config, run_dir, has_validation=len(prepared.rows("val")) > 0)
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # index batches are an IterableDataset with a length on purpose (one process, exact count)
+        warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+        trainer.fit(module, datamodule=datamodule)
     fit_seconds = time.perf_counter() - started
     metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], waves, prepared.labels)
     metrics["fit_seconds"] = fit_seconds

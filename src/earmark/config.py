@@ -95,6 +95,7 @@ class FeaturesConfig(Section):
     f_min_hz: float = Field(0.0, ge=0)
     f_max_hz: Optional[float] = Field(None, gt=0)
     n_mfcc: int = Field(20, ge=1, le=256)
+    top_db: Optional[float] = Field(80.0, gt=0, description="floor each clip's log-mel this far below its peak (None: no floor)")
     normalize: bool = Field(True, description="standardise each feature bin with mean_/std_ fitted on the training split")
 
     @model_validator(mode="after")
@@ -106,19 +107,30 @@ class FeaturesConfig(Section):
         return self
 
 
+class AugmentConfig(Section):
+    """Waveform augmentations applied to training batches on the training device."""
+
+    shift_s: float = Field(0.1, ge=0, description="circular time shift of up to ± this many seconds")
+    shift_p: float = Field(0.8, ge=0, le=1)
+    gain_db: float = Field(6.0, ge=0, description="random gain within ± this many dB")
+    gain_p: float = Field(0.8, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, description="white noise standard deviation (full scale = 1)")
+    noise_p: float = Field(0.5, ge=0, le=1)
+
+
 class ModelConfig(Section):
     name: str = "simple_cnn"
     params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's builder")
 
 
 class TrainConfig(Section):
-    max_epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
+    max_epochs: int = Field(60, ge=1)
+    batch_size: int = Field(16, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     scheduler: Literal["onecycle", "cosine", "none"] = "onecycle"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    monitor: Literal["val_acc", "val_loss", "val_macro_f1"] = "val_acc"
+    monitor: Literal["val_loss", "val_acc", "val_macro_f1"] = "val_loss"
     early_stopping_patience: Optional[int] = Field(10, ge=1)
     max_time_s: Optional[float] = Field(None, gt=0, description="stop training after this many seconds")
     accelerator: str = "auto"
@@ -138,6 +150,7 @@ class Config(Section):
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     features: FeaturesConfig = FeaturesConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 

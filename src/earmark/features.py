@@ -127,9 +127,10 @@ class LogMel(nn.Module):
     kind = "log_mel"
 
     def __init__(self, sample_rate_hz: int, n_fft: int, win_length: int, hop_length: int, n_mels: int,
-                 f_min_hz: float = 0.0, f_max_hz: Optional[float] = None):
+                 f_min_hz: float = 0.0, f_max_hz: Optional[float] = None, top_db: Optional[float] = None):
         super().__init__()
         self.n_fft, self.hop_length, self.n_bins = n_fft, hop_length, n_mels
+        self.top_db = top_db
         # rebuilt from the config, so kept out of the state_dict (non-persistent)
         self.register_buffer("dft", dft_basis(n_fft, win_length), persistent=False)
         filters = mel_filterbank(sample_rate_hz, n_fft, n_mels, f_min_hz, f_max_hz)
@@ -137,7 +138,10 @@ class LogMel(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         power = power_spectrogram(wave, self.dft, self.n_fft, self.hop_length)  # (B, n_freqs, frames)
-        return power_to_db(torch.matmul(self.mel, power)).unsqueeze(1)  # (B, 1, n_mels, frames)
+        db = power_to_db(torch.matmul(self.mel, power))  # (B, n_mels, frames)
+        if self.top_db is not None:  # floor each clip at top_db below its peak (librosa's power_to_db default)
+            db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
+        return db.unsqueeze(1)  # (B, 1, n_mels, frames)
 
     def output_shape(self, n_samples: int) -> tuple[int, ...]:
         return (1, self.n_bins, n_frames(n_samples, self.n_fft, self.hop_length))
@@ -149,9 +153,10 @@ class MFCC(nn.Module):
     kind = "mfcc"
 
     def __init__(self, sample_rate_hz: int, n_fft: int, win_length: int, hop_length: int, n_mels: int,
-                 f_min_hz: float = 0.0, f_max_hz: Optional[float] = None, n_mfcc: int = 20):
+                 f_min_hz: float = 0.0, f_max_hz: Optional[float] = None, n_mfcc: int = 20,
+                 top_db: Optional[float] = None):
         super().__init__()
-        self.log_mel = LogMel(sample_rate_hz, n_fft, win_length, hop_length, n_mels, f_min_hz, f_max_hz)
+        self.log_mel = LogMel(sample_rate_hz, n_fft, win_length, hop_length, n_mels, f_min_hz, f_max_hz, top_db)
         self.n_bins = n_mfcc
         self.register_buffer("dct", dct_matrix(n_mfcc, n_mels).T.contiguous(), persistent=False)  # (n_mfcc, n_mels)
 
@@ -264,7 +269,8 @@ def build_frontend(features: FeaturesConfig, sample_rate_hz: int) -> FrontEnd:
             f"features.f_min_hz ({features.f_min_hz} Hz) must be below features.f_max_hz ({f_max_hz:g} Hz, "
             f"the Nyquist frequency when unset); lower features.f_min_hz")
     spectral = dict(sample_rate_hz=sample_rate_hz, n_fft=features.n_fft, win_length=win_length,
-                    hop_length=hop_length, n_mels=features.n_mels, f_min_hz=features.f_min_hz, f_max_hz=f_max_hz)
+                    hop_length=hop_length, n_mels=features.n_mels, f_min_hz=features.f_min_hz, f_max_hz=f_max_hz,
+                    top_db=features.top_db)
     transform = MFCC(**spectral, n_mfcc=features.n_mfcc) if features.kind == "mfcc" else LogMel(**spectral)
     log_mel = transform.log_mel if isinstance(transform, MFCC) else transform
     empty = int((log_mel.mel.amax(dim=1) == 0).sum())

@@ -12,7 +12,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from earmark.config import Config, FeaturesConfig, TrainConfig
+from earmark.augment import WaveAugment
+from earmark.config import AugmentConfig, Config, FeaturesConfig, TrainConfig
 from earmark.contract import InputContract
 from earmark.features import build_frontend
 from earmark.models.registry import create_model
@@ -28,11 +29,13 @@ class AudioClassifier(L.LightningModule):
     """
 
     def __init__(self, contract: dict[str, Any], model_name: str, model_params: dict[str, Any],
-                 train: dict[str, Any]) -> None:
+                 train: dict[str, Any], augment: dict[str, Any] | None = None, seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.contract = InputContract.from_dict(contract)
         self.train_cfg = TrainConfig(**train)
+        self.augment = WaveAugment(AugmentConfig(**(augment or {})), self.contract.sample_rate_hz)
+        self._augment_generator = torch.Generator().manual_seed(seed)
         self.frontend = build_frontend(FeaturesConfig(**self.contract.features), self.contract.sample_rate_hz)
         input_shape = self.frontend.output_shape(self.contract.n_samples)
         self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
@@ -49,6 +52,8 @@ class AudioClassifier(L.LightningModule):
 
     def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         waves, targets = batch  # (B, n_samples), (B,)
+        if stage == "train":
+            waves = self.augment(waves, self._augment_generator)
         logits = self(waves)
         smoothing = self.train_cfg.label_smoothing if stage == "train" else 0.0
         loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)

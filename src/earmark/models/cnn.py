@@ -24,7 +24,7 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class SimpleCNN(nn.Module):
     """Input (B, C, n_bins, frames) → logits (B, n_classes)."""
 
-    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.2) -> None:
+    def __init__(self, n_classes: int, in_channels: int = 1, width: int = 16, dropout: float = 0.2) -> None:
         super().__init__()
         self.features = nn.Sequential(
             conv_block(in_channels, width),
@@ -51,5 +51,5 @@ class SimpleCNN(nn.Module):
 
 
 @register_model("simple_cnn", input_kind="spectrogram", description="three conv blocks on log-mel/MFCC (baseline)")
-def simple_cnn(n_classes: int, input_shape: tuple[int, ...], width: int = 32, dropout: float = 0.2) -> SimpleCNN:
+def simple_cnn(n_classes: int, input_shape: tuple[int, ...], width: int = 16, dropout: float = 0.2) -> SimpleCNN:
     return SimpleCNN(n_classes, in_channels=input_shape[0], width=width, dropout=dropout)
