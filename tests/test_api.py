@@ -11,7 +11,6 @@ import soundfile as sf
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-from earmark.inspection import inspect_data
 
 from conftest import tone_clip
 
@@ -102,7 +101,7 @@ def test_second_prepare_decodes_nothing_and_inspect_draws(trained, tmp_path):
     _, config, _ = trained
     prepared = api.prepare(config.model_copy(update={"train": config.train}), progress=False)
     assert prepared.cache.stats.n_decoded == 0 and prepared.cache.stats.n_reused == 36
-    summary = inspect_data(config, out_dir=tmp_path / "inspect")
+    summary = api.inspect(config, out_dir=tmp_path / "inspect")
     assert (tmp_path / "inspect" / "spectrograms.png").stat().st_size > 1000
     assert summary.facts["batch_shapes"]["logits"][1] == 3
     assert summary.facts["sample_rates_hz"] == {"8000": 36}

@@ -203,6 +203,13 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
     return result
 
 
+def inspect(config: Config | str | Path | None = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None):
+    """Summarise the data (counts, durations, rates, bad files) and draw example spectrograms."""
+    from earmark.inspection import inspect_data
+
+    return inspect_data(config, overrides, out_dir=Path(out_dir) if out_dir else None)
+
+
 def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> int:
     """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched."""
     from earmark.data.cache import clean_cache

@@ -125,10 +125,10 @@ def predict(run: Path = typer.Argument(..., help="a run directory or checkpoint"
 def inspect(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
             out: Optional[Path] = typer.Option(None, help="folder for the summary and spectrogram grid")) -> None:
     """Class counts, durations, rates, channels, bad files, example spectrograms and one batch's shapes."""
-    from earmark.inspection import inspect_data
+    from earmark import api
 
     config, overrides = _split_config_args(args)
-    summary = inspect_data(config, overrides, out_dir=out)
+    summary = api.inspect(config, overrides, out_dir=out)
     _console().print(summary.text)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from earmark.models.base import PooledClassifier
 from earmark.models.registry import register_model
 
 
@@ -21,7 +22,7 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-class SimpleCNN(nn.Module):
+class SimpleCNN(PooledClassifier):
     """Input (B, C, n_bins, frames) → logits (B, n_classes)."""
 
     def __init__(self, n_classes: int, in_channels: int = 1, width: int = 16, dropout: float = 0.2) -> None:
@@ -32,22 +33,11 @@ class SimpleCNN(nn.Module):
             conv_block(width * 2, width * 4),
         )
         self.num_features = width * 4
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, n_classes)
+        self._init_head(n_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, 4w, n_bins/8, frames/8)
         return x.mean(dim=3).amax(dim=2)  # (B, 4w): mean over time, max over frequency
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(x)
-        return x if pre_logits else self.head(x)
-
-    def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(self.num_features, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("simple_cnn", input_kind="spectrogram", description="three conv blocks on log-mel/MFCC (baseline)")

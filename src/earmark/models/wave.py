@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from earmark.models.base import PooledClassifier
 from earmark.models.registry import register_model
 
 
@@ -17,7 +18,7 @@ def conv1d_block(in_channels: int, out_channels: int, kernel: int, stride: int =
     )
 
 
-class WaveCNN(nn.Module):
+class WaveCNN(PooledClassifier):
     """Input (B, C, samples) → logits (B, n_classes)."""
 
     def __init__(self, n_classes: int, in_channels: int = 1, width: int = 32, first_kernel: int = 80,
@@ -30,22 +31,11 @@ class WaveCNN(nn.Module):
             conv1d_block(width * 2, width * 4, 3),
         )
         self.num_features = width * 4
-        self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, n_classes)
+        self._init_head(n_classes, dropout)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (B, 4w, samples / (stride * 256))
         return x.mean(dim=2)  # (B, 4w)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.dropout(x)
-        return x if pre_logits else self.head(x)
-
-    def reset_classifier(self, n_classes: int) -> None:
-        self.head = nn.Linear(self.num_features, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model("wave_cnn", input_kind="waveform", description="1-D CNN on the raw waveform (M5-style)")
