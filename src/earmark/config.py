@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -97,6 +97,7 @@ class FeaturesConfig(Section):
     n_mfcc: int = Field(20, ge=1, le=256)
     top_db: Optional[float] = Field(80.0, gt=0, description="floor each clip's log-mel this far below its peak (None: no floor)")
     normalize: bool = Field(True, description="standardise each feature bin with mean_/std_ fitted on the training split")
+    stack_augmented: bool = Field(False, description="2-channel input: the clean and the augmented view of each clip")
 
     @model_validator(mode="after")
     def _consistent(self) -> "FeaturesConfig":
@@ -107,15 +108,70 @@ class FeaturesConfig(Section):
         return self
 
 
-class AugmentConfig(Section):
-    """Waveform augmentations applied to training batches on the training device."""
+Range = tuple[float, float]
 
+
+def _check_range(name: str, value: Optional[Range]) -> None:
+    if value is not None and value[0] > value[1]:
+        raise ValueError(f"{name} must be [min, max] with min <= max; got {list(value)}")
+
+
+class AugmentConfig(Section):
+    """Training-only augmentations, computed in batches on the training device.
+
+    Each transform has its own probability `*_p` (per clip); a range is [min, max].
+    """
+
+    enabled: bool = True
+    # waveform
     shift_s: float = Field(0.1, ge=0, description="circular time shift of up to ± this many seconds")
     shift_p: float = Field(0.8, ge=0, le=1)
     gain_db: float = Field(6.0, ge=0, description="random gain within ± this many dB")
     gain_p: float = Field(0.8, ge=0, le=1)
-    noise_std: float = Field(0.0, ge=0, description="white noise standard deviation (full scale = 1)")
+    noise_std: float = Field(0.0, ge=0, description="white noise of this standard deviation (full scale = 1)")
+    noise_snr_db: Optional[Range] = Field(None, description="white noise at an SNR drawn from this range instead")
     noise_p: float = Field(0.5, ge=0, le=1)
+    background_dir: Optional[Path] = Field(None, description="folder of noise recordings mixed into clips")
+    background_snr_db: Range = Field((5.0, 20.0), description="SNR range for background mixing")
+    background_p: float = Field(0.5, ge=0, le=1)
+    speed: Optional[Range] = Field(None, description="speed factor range, e.g. [0.9, 1.1] (changes pitch too)")
+    speed_p: float = Field(0.5, ge=0, le=1)
+    pitch_semitones: float = Field(0.0, ge=0, le=24, description="pitch shift within ± this many semitones")
+    pitch_p: float = Field(0.5, ge=0, le=1)
+    stretch: Optional[Range] = Field(None, description="time-stretch rate range, e.g. [0.8, 1.25] (pitch kept)")
+    stretch_p: float = Field(0.5, ge=0, le=1)
+    # spectrogram (SpecAugment); ignored for waveform features
+    freq_masks: int = Field(0, ge=0, description="number of frequency masks per clip")
+    freq_mask_bins: int = Field(8, ge=1, description="maximum width of a frequency mask, in bins")
+    time_masks: int = Field(0, ge=0, description="number of time masks per clip")
+    time_mask_frames: int = Field(10, ge=1, description="maximum width of a time mask, in frames")
+    specaugment_p: float = Field(1.0, ge=0, le=1)
+    # batch mixing (labels mixed in the loss)
+    mixup_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) mixing weight; 0 = off")
+    cutmix_alpha: float = Field(0.0, ge=0, description="Beta(alpha, alpha) for the cut length along time; 0 = off")
+    mix_p: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AugmentConfig":
+        for name in ("noise_snr_db", "background_snr_db", "speed", "stretch"):
+            _check_range(f"augment.{name}", getattr(self, name))
+        for name in ("speed", "stretch"):
+            value = getattr(self, name)
+            if value is not None and value[0] <= 0:
+                raise ValueError(f"augment.{name} factors must be above 0; got {list(value)}")
+        default_snr = type(self).model_fields["background_snr_db"].default
+        if self.background_dir is None and tuple(self.background_snr_db) != default_snr:
+            raise ValueError("augment.background_snr_db is set but augment.background_dir is not: "
+                             "give a folder of noise recordings to mix in")
+        return self
+
+
+class ParamGroup(Section):
+    """Parameters whose name starts with `prefix` (e.g. 'model.head') get their own learning rate."""
+
+    prefix: str
+    lr: float = Field(gt=0)
+    weight_decay: Optional[float] = Field(None, ge=0)
 
 
 class ModelConfig(Section):
@@ -126,18 +182,44 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     max_epochs: int = Field(60, ge=1)
     batch_size: int = Field(16, ge=1)
+    # optimisation
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
-    scheduler: Literal["onecycle", "cosine", "none"] = "onecycle"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    nesterov: bool = Field(False, description="SGD only")
+    param_groups: list[ParamGroup] = Field(default_factory=list, description="per-prefix learning rates")
+    scheduler: Literal["onecycle", "cosine", "step", "plateau", "none"] = "onecycle"
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up before cosine/step (onecycle has its own)")
+    step_size_epochs: int = Field(10, ge=1, description="step scheduler: epochs between decays")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="step/plateau scheduler: decay factor")
+    plateau_patience: int = Field(3, ge=0, description="plateau scheduler: epochs without improvement")
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: Optional[float] = Field(None, gt=0)
+    # loss and imbalance
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = Field(2.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Union[Literal["none", "balanced"], dict[str, float]] = Field(
+        "none", description="'balanced' (from training counts) or {label: weight}")
+    sampler: Literal["shuffle", "weighted"] = Field("shuffle", description="'weighted' draws classes equally often")
+    # checkpoints and stopping
     monitor: Literal["val_loss", "val_acc", "val_macro_f1"] = "val_loss"
     early_stopping_patience: Optional[int] = Field(10, ge=1)
+    save_last_k: int = Field(5, ge=1, description="keep the last K epoch checkpoints besides the best")
+    checkpoint_every_n_steps: Optional[int] = Field(None, ge=1, description="also checkpoint mid-epoch, for resume")
     max_time_s: Optional[float] = Field(None, gt=0, description="stop training after this many seconds")
+    # devices and speed
     accelerator: str = "auto"
     devices: Any = "auto"
-    precision: Optional[str] = Field(None, description="default: 16-mixed on GPU, 32 on CPU")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. ddp")
+    num_nodes: int = Field(1, ge=1)
+    precision: Optional[Literal["32", "32-true", "bf16-mixed", "16-mixed"]] = Field(
+        None, description="default: bf16-mixed/16-mixed on GPU, 32 on CPU")
+    compile: bool = Field(False, description="torch.compile the model")
+    channels_last: bool = Field(False, description="channels-last memory format for 2-D models")
     memory_budget_gb: float = Field(4.0, ge=0, description="device memory the decoded clips may take; above it they stream")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers when streaming from the cache")
     deterministic: bool = False
     progress: bool = True
 
