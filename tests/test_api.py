@@ -121,3 +121,12 @@ def test_bad_model_choice_fails_before_any_decoding(tmp_path):
     with pytest.raises(EarmarkError, match="features.kind"):
         api.train(config)
     assert not (tmp_path / "cache").exists()
+
+
+def test_predict_reads_a_csv_list_with_relative_paths(trained, tmp_path):
+    result, _, root = trained
+    listing = root / "to_predict.tsv"
+    listing.write_text("filename\tnote\nlow/low_0.wav\ta\nhigh/high_1.wav\tb\n")
+    predictions = api.predict(result.run_dir, [listing])
+    assert predictions.files["path"].tolist() == [str(root / "low" / "low_0.wav"), str(root / "high" / "high_1.wav")]
+    assert predictions.bad_files.empty

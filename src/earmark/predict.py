@@ -13,7 +13,6 @@ from earmark.contract import InputContract
 from earmark.errors import EarmarkError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-PATH_COLUMNS = ("path", "file_path", "filepath", "filename", "file", "file_name", "slice_file_name", "audio")
 
 
 def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
@@ -40,12 +39,9 @@ def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
                 raise EarmarkError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {item}")
             paths += found
         elif item.suffix.lower() in (".csv", ".tsv") and item.is_file():
-            table = pd.read_csv(item, sep=None, engine="python")
-            column = next((c for c in table.columns if str(c).lower() in PATH_COLUMNS), None)
-            if column is None:
-                raise EarmarkError(f"{item} has no path column (looked for {', '.join(PATH_COLUMNS)}; "
-                                   f"found {', '.join(map(str, table.columns))})")
-            paths += [p if p.is_absolute() else item.parent / p for p in map(Path, table[column].astype(str))]
+            from earmark.data.sources import read_path_list
+
+            paths += [Path(p) for p in read_path_list(item)]
         elif item.exists():
             paths.append(item)
         else:

@@ -107,6 +107,17 @@ def load_source(data: DataConfig, *, min_classes: int = 2) -> tuple[pd.DataFrame
     return table.sort_values("path", kind="stable").reset_index(drop=True), info
 
 
+def read_path_list(csv_path: Path) -> list[str]:
+    """The audio paths a CSV/TSV lists (path column detected as for data.source=csv), absolute."""
+    meta = _read_metadata(Path(csv_path))
+    by_lower = {column.lower(): column for column in meta.columns}
+    column = next((by_lower[a] for a in COLUMN_ALIASES["path"] if a in by_lower), None)
+    if column is None:
+        raise EarmarkError(f"no path column found in {csv_path} (its columns are: {', '.join(meta.columns)}); "
+                           f"name it one of {', '.join(COLUMN_ALIASES['path'])}")
+    return _absolute_paths(meta[column].dropna().astype(str), Path(csv_path).parent)
+
+
 def describe_source(data: DataConfig) -> str:
     """One line saying where the metadata comes from, without reading it."""
     if data.source == "sample":
