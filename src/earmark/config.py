@@ -159,6 +159,8 @@ class AugmentConfig(Section):
             value = getattr(self, name)
             if value is not None and value[0] <= 0:
                 raise ValueError(f"augment.{name} factors must be above 0; got {list(value)}")
+        if self.noise_std > 0 and self.noise_snr_db is not None:
+            raise ValueError("set augment.noise_std (fixed level) or augment.noise_snr_db (SNR range), not both")
         default_snr = type(self).model_fields["background_snr_db"].default
         if self.background_dir is None and tuple(self.background_snr_db) != default_snr:
             raise ValueError("augment.background_snr_db is set but augment.background_dir is not: "

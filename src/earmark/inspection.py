@@ -11,6 +11,9 @@ import numpy as np
 
 from earmark.config import Config
 
+AUGMENT_PREVIEW_CLIPS = 4
+AUGMENT_FIT_CLIPS = 256  # training clips the preview's standardisation is fitted on
+
 
 @dataclass
 class InspectionSummary:
@@ -55,8 +58,32 @@ def plot_examples(waves: np.ndarray, labels: Sequence[str], frontend, path: Path
     return path
 
 
+def _preview_augmentations(config: Config, prepared, frontend, path: Path) -> dict[str, Any]:
+    """Draw `path`: one training clip per class (up to AUGMENT_PREVIEW_CLIPS), clean and augmented."""
+    import torch
+
+    from earmark.augment import BatchAugmenter
+    from earmark.reports import plot_augmentations
+
+    items = prepared.items
+    train = items[items["split"] == "train"]
+    pool = train if len(train) else items
+    chosen = pool.drop_duplicates("label").head(AUGMENT_PREVIEW_CLIPS)
+    if config.features.normalize:  # masks write 0, the mean of standardised features: show them that way
+        fit_rows = np.sort(pool["row"].to_numpy()[:AUGMENT_FIT_CLIPS])
+        frontend.fit_normalization([torch.from_numpy(np.asarray(prepared.cache.waves[fit_rows]))])
+    augmenter = BatchAugmenter(config.augment, config.data.sample_rate_hz)
+    plot_augmentations(prepared.cache.waves[chosen["row"].to_numpy()], frontend, augmenter,
+                       chosen["label"].tolist(), path, torch.Generator().manual_seed(config.seed))
+    return {"augment_png": str(path), "augmentations": augmenter.describe()}
+
+
 def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[str] = (),
-                 out_dir: Path | None = None) -> InspectionSummary:
+                 out_dir: Path | None = None, augment: bool = False) -> InspectionSummary:
+    """Counts, durations, rates, bad files, example spectrograms and one batch's shapes, in `out_dir`.
+
+    augment=True also draws `augment.png`: a few training clips before and after the configured augmentations.
+    """
     import torch
 
     from earmark import api
@@ -92,6 +119,8 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
         "batch_shapes": {"waves": list(batch.shape), "features": list(features.shape), "logits": list(logits.shape)},
         "split_dir": str(prepared.split_dir),
     }
+    if augment:
+        facts.update(_preview_augmentations(config, prepared, frontend, out_dir / "augment.png"))
     (out_dir / "summary.json").write_text(json.dumps(facts, indent=1))
     lines = [f"{facts['files']} files → {facts['clips']} clips in {facts['classes']} classes"]
     lines.append("clips per class and split:\n" + counts.to_string())
@@ -104,5 +133,8 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
         f"\n  {bad['path']}: {bad['reason']}" for bad in facts["bad_files"][:10]))
     shapes = facts["batch_shapes"]
     lines.append(f"one batch: waves {shapes['waves']} → features {shapes['features']} → logits {shapes['logits']}")
+    if augment:
+        enabled = ", ".join(facts["augmentations"]) or "none enabled"
+        lines.append(f"augmentations ({enabled}): {facts['augment_png']}")
     lines.append(f"example spectrograms: {out_dir / 'spectrograms.png'}; summary: {out_dir / 'summary.json'}")
     return InspectionSummary("\n".join(lines), out_dir, facts)

@@ -74,3 +74,49 @@ def markdown_report(run_name: str, metrics: dict[str, Any], context: dict[str, A
         lines.append(f"- {key}: {value}")
     lines.append("")
     return "\n".join(lines)
+
+
+def plot_augmentations(waves, frontend, augmenter, labels, path: Path, generator) -> Path:
+    """One row per clip: its features "clean" and "augmented" (waveform then spectrogram transforms).
+
+    waves (n, T) array or tensor; `frontend` a `FrontEnd`; `augmenter` a `BatchAugmenter`. Mixing is left
+    out, as it blends clips. Standardisation is undone for display, so both columns read in the front-end's
+    units (dB for log-mel) and a mask shows as each bin's training mean. A row shares one colour scale.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    device = frontend.mean_.device
+    clean_waves = torch.as_tensor(np.asarray(waves, dtype=np.float32), device=device)  # (n, T)
+
+    def in_frontend_units(features: torch.Tensor) -> np.ndarray:
+        if frontend.normalize:
+            features = features * frontend.std_ + frontend.mean_
+        return features.cpu().numpy()  # (n, C, bins, frames) or (n, C, T)
+
+    with torch.no_grad():
+        clean = in_frontend_units(frontend(clean_waves))
+        augmented_waves = augmenter.waveform(clean_waves, generator)
+        augmented = in_frontend_units(augmenter.spectrogram(frontend(augmented_waves), generator))
+    rows = len(clean)
+    fig, axes = plt.subplots(rows, 2, figsize=(8.0, 1.8 * rows + 0.5), squeeze=False)
+    for row, (label, before, after) in enumerate(zip(labels, clean, augmented)):
+        low, high = float(min(before.min(), after.min())), float(max(before.max(), after.max()))
+        for ax, feature in zip(axes[row], (before, after)):
+            if feature.ndim == 3:  # (C, bins, frames): the first channel
+                ax.imshow(feature[0], origin="lower", aspect="auto", cmap="magma", vmin=low, vmax=high)
+            else:  # (C, T) waveform features
+                ax.plot(feature.reshape(-1), linewidth=0.4)
+                ax.set_ylim(low - 1e-6, high + 1e-6)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(str(label), fontsize=9)
+    axes[0, 0].set_title("clean")
+    axes[0, 1].set_title("augmented")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
