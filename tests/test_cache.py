@@ -144,7 +144,9 @@ def test_chunked_files_take_consecutive_rows(tmp_path, data):
     np.testing.assert_array_equal(np.asarray(cache.waves[segments["row"]]), load_segments(long, chunked)[0])
 
 
-def test_parallel_decoding_equals_serial(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize("clip", ["pad", "chunk"])  # pad: workers write rows in place; chunk: clips sent back
+def test_parallel_decoding_equals_serial(tmp_path, data, monkeypatch, clip):
+    data = data.model_copy(update={"clip": clip, "duration_s": 0.25 if clip == "chunk" else data.duration_s})
     (tmp_path / "many").mkdir()
     paths = [write_tone(tmp_path / "many" / f"t{i}.wav", 100 + 37 * i, 0.2 + 0.01 * i) for i in range(48)]
     pools = []
@@ -156,11 +158,13 @@ def test_parallel_decoding_equals_serial(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr(cache_module, "ProcessPoolExecutor", CountedPool)
     monkeypatch.setattr(cache_module, "POOL_MIN_WORK_S", 0.0)
+    monkeypatch.setattr(cache_module, "DIRECT_POOL_MIN_WORK_S", 0.0)
     serial = prepare_cache(paths, data, workers=1, progress=False)
     assert pools == []
     parallel = prepare_cache(paths, data.model_copy(update={"cache_dir": tmp_path / "cache2"}), workers=2, progress=True)
     assert len(pools) == 1 and parallel.stats.n_decoded == 48
-    assert parallel.segments["path"].tolist() == paths
+    assert parallel.segments["path"].drop_duplicates().tolist() == paths
+    assert len(parallel.segments) == len(serial.segments) > (48 if clip == "chunk" else 47)
     np.testing.assert_array_equal(np.asarray(parallel.waves[parallel.segments["row"]]),
                                   np.asarray(serial.waves[serial.segments["row"]]))
 

@@ -50,7 +50,8 @@ INDEX_DTYPES = {
 INDEX_COLUMNS = list(INDEX_DTYPES)
 SEGMENT_COLUMNS = ["path", "row", "segment", "start_s", "end_s"]
 IN_PROCESS_BELOW = 32  # always decoded in-process; also times the files to choose pool or not
-POOL_MIN_WORK_S = 1.0  # use the pool only for more estimated serial decoding than this
+POOL_MIN_WORK_S = 1.0  # appending (chunk) path: pool only for more estimated serial decoding than this
+DIRECT_POOL_MIN_WORK_S = 0.1  # direct-write (pad/crop) path: nothing is shipped back, pool sooner
 MAX_FILES_PER_TASK = 32  # files per pool task: amortises pickling/IPC, still balances load
 CHECKPOINT_EVERY_S = 5.0  # during a long prepare, make progress durable this often
 
@@ -172,9 +173,33 @@ def decode_batch(paths: Sequence[str], data: DataConfig) -> list[tuple[str, np.n
     return results
 
 
-def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> dict[str, dict]:
-    """Decode `stale` files, append their clips and update `index` in place and on disk.
+def decode_to_rows(assignments: Sequence[tuple[str, int]], data: DataConfig,
+                   waves_path: str) -> list[tuple[str, int, dict, str]]:
+    """Decode one-clip files (clip pad/crop) straight into their reserved rows of the waves file.
 
+    `assignments` are (path, row). Returns (path, rows written: 1 or 0, info, reason). Workers
+    write in parallel into the page cache, so no clip is pickled back to the parent.
+    Top-level so a process pool can pickle it.
+    """
+    n_samples, _ = clip_samples(data)
+    decoded = decode_batch([path for path, _ in assignments], data)
+    results = []
+    with open(waves_path, "r+b") as waves:
+        for (path, row), (_, clips, info, reason) in zip(assignments, decoded):
+            if clips is None:
+                results.append((path, 0, info, reason))
+                continue
+            waves.seek(row * n_samples * WAVE_DTYPE.itemsize)
+            waves.write(np.ascontiguousarray(clips[:1], dtype=WAVE_DTYPE).tobytes())
+            results.append((path, 1, info, ""))
+    return results
+
+
+def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> dict[str, dict]:
+    """Decode `stale` files, store their clips and update `index` in place and on disk.
+
+    One clip per file (pad/crop): rows are reserved up front and decoders write them directly.
+    Chunked files have an unknown number of clips: they are decoded, sent back and appended.
     Returns records of files whose decoder process died: reported bad, but not cached, so
     they are retried next time.
     """
@@ -188,12 +213,28 @@ def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> di
         waves.truncate(rows * row_bytes)  # drop a half-written row left by a crash; nothing points at it
         waves.seek(0, os.SEEK_END)
         last_checkpoint = time.monotonic()
+        one_clip = data.clip != "chunk"
+        if one_clip:  # reserve a row per file; a bad file leaves its row unused
+            waves.truncate((rows + len(stale)) * row_bytes)
+            row_of = {path: rows + i for i, path in enumerate(stale)}
+            results = _run_tasks(list(row_of.items()), decode_to_rows, (data, str(waves_path)), workers,
+                                 lambda task, reason: (task[0], 0, {}, reason), DIRECT_POOL_MIN_WORK_S)
+        else:
+            results = _run_tasks(list(stale), decode_batch, (data,), workers,
+                                 lambda path, reason: (path, None, {}, reason), POOL_MIN_WORK_S)
         with _progress_bar(progress, len(stale)) as advance:
-            for path, clips, info, reason, cacheable in _decode_results(list(stale), data, workers):
-                if clips is not None:
-                    waves.write(np.ascontiguousarray(clips, dtype=WAVE_DTYPE).tobytes())
-                    index[path] = _record(path, stale[path], "ok", "", rows, len(clips), info)
-                    rows += len(clips)
+            for result, cacheable in results:
+                if one_clip:
+                    path, n_rows, info, reason = result
+                    first_row = row_of[path] if n_rows else -1
+                else:
+                    path, clips, info, reason = result
+                    n_rows, first_row = (len(clips), rows) if clips is not None else (0, -1)
+                    if clips is not None:
+                        waves.write(np.ascontiguousarray(clips, dtype=WAVE_DTYPE).tobytes())
+                        rows += n_rows
+                if n_rows:
+                    index[path] = _record(path, stale[path], "ok", "", first_row, n_rows, info)
                 else:
                     (index if cacheable else transient)[path] = _record(path, stale[path], "bad", reason, -1, 0, info)
                 advance()
@@ -204,35 +245,36 @@ def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> di
     return transient
 
 
-def _decode_results(paths: list[str], data: DataConfig, workers: int):
-    """Yield decode_batch results plus `cacheable` (False when a worker died, not the file).
+def _run_tasks(tasks: list, work: Callable[..., list], args: tuple, workers: int,
+               failed: Callable[[Any, str], tuple], pool_min_work_s: float):
+    """Yield (result, cacheable) for every task; `cacheable` is False when a worker died, not the file.
 
-    In-process, or from a process pool when the work is worth it:
-    the first IN_PROCESS_BELOW files are decoded here and timed; the pool takes the rest only
-    if they would need POOL_MIN_WORK_S alone. Shipping clips back costs about as much as
-    decoding short 8 kHz WAVs (FSDD decodes faster in-process), so only slow decodes
-    (long, 44.1 kHz, compressed files) gain from the pool.
+    In-process, or from a process pool when the work is worth it: the first IN_PROCESS_BELOW
+    tasks run here and are timed; the pool takes the rest only if they would need
+    `pool_min_work_s` alone. Shipping clips back costs about as much as decoding short 8 kHz
+    WAVs, so the appending path (chunk mode) only pools slow decodes; the direct-write path
+    ships nothing back and pools much sooner.
     """
-    head, rest = paths[:IN_PROCESS_BELOW], paths[IN_PROCESS_BELOW:]
+    head, rest = tasks[:IN_PROCESS_BELOW], tasks[IN_PROCESS_BELOW:]
     started = time.perf_counter()
-    head_results = decode_batch(head, data)
-    per_file_s = (time.perf_counter() - started) / max(1, len(head))
-    yield from ((*result, True) for result in head_results)
-    if workers <= 1 or per_file_s * len(rest) < POOL_MIN_WORK_S:
-        for path in rest:
-            yield (*decode_batch([path], data)[0], True)
+    head_results = work(head, *args) if head else []
+    per_task_s = (time.perf_counter() - started) / max(1, len(head))
+    yield from ((result, True) for result in head_results)
+    if workers <= 1 or per_task_s * len(rest) < pool_min_work_s:
+        for task in rest:
+            yield work([task], *args)[0], True
         return
-    per_task = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(rest) / (workers * 4))))
-    batches = [rest[i : i + per_task] for i in range(0, len(rest), per_task)]
+    per_batch = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(rest) / (workers * 4))))
+    batches = [rest[i : i + per_batch] for i in range(0, len(rest), per_batch)]
     executor = ProcessPoolExecutor(min(workers, len(batches)), mp_context=_pool_context())
     try:
-        futures = {executor.submit(decode_batch, batch, data): batch for batch in batches}
+        futures = {executor.submit(work, batch, *args): batch for batch in batches}
         for future in as_completed(futures):
             try:
-                yield from ((*result, True) for result in future.result())
+                yield from ((result, True) for result in future.result())
             except Exception as exc:  # noqa: BLE001 - a dead worker must not lose the whole run
                 reason = f"decoder process failed: {type(exc).__name__}: {exc} (not cached; retried next run)"
-                yield from ((path, None, {}, reason, False) for path in futures[future])
+                yield from ((failed(task, reason), False) for task in futures[future])
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
