@@ -1,7 +1,6 @@
 """End to end through the Python API on tiny synthetic tones: one training run shared by the tests."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -9,7 +9,7 @@ from earmark.augment import (
     WaveAugment, mixed_loss, pitch_shift, resample_by, stack_views, time_stretch,
 )
 from earmark.augment.tempo import stretch_fft_size
-from earmark.config import AugmentConfig, FeaturesConfig
+from earmark.config import AugmentConfig, FeaturesConfig, load_config
 from earmark.errors import EarmarkError
 
 RATE_HZ = 8000
@@ -129,7 +129,7 @@ def test_background_folder_without_audio_raises_naming_it(tmp_path):
 
 def test_noise_std_and_snr_range_together_raise():
     with pytest.raises(EarmarkError, match="noise_std.*noise_snr_db"):
-        BatchAugmenter(AugmentConfig(noise_std=0.01, noise_snr_db=(5, 10)), RATE_HZ)
+        load_config(overrides=["augment.noise_std=0.01", "augment.noise_snr_db=[5, 10]"])
 
 
 def test_speed_changes_frequency_and_duration_by_the_factor():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import warnings
@@ -20,8 +21,8 @@ from earmark.errors import EarmarkError
 
 @dataclass
 class RunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
+    run_dir: Path | None  # None for an --overfit-batch check, which writes nothing
+    metrics: dict[str, Any]  # empty in the processes of DDP ranks other than 0
     fit_seconds: float
 
 
@@ -72,48 +73,186 @@ def _new_run_dir(config: Config) -> Path:
     return run_dir
 
 
-def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False) -> RunResult:
-    """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory."""
+def _is_launch_rank_zero() -> bool:
+    """False in processes that a launcher (Lightning's DDP re-run, torchrun, SLURM) started for another
+    rank: they train but never create or write the run directory (rank 0's checkpoints and logs hold all)."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK",
+                                                          "SLURM_PROCID"))
+
+
+def _flat_config(config: Config) -> dict[str, Any]:
+    """{'train.max_epochs': 60, 'model.params.width': 8, ...}"""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node
+
+    walk(json.loads(config.model_dump_json()), "")
+    return flat
+
+
+RESUME_MAY_CHANGE = ("train.max_epochs",)
+
+
+def _resume_config(run: str | Path, config: Config | str | Path | None, overrides: Sequence[str]
+                   ) -> tuple[Config, Path, Path]:
+    """(config, run_dir, last checkpoint) for `--resume`; the run's own config unless one is given,
+    and then it may differ from the run's config.yaml only in `RESUME_MAY_CHANGE`."""
+    run_dir = Path(run)
+    if not (run_dir / "config.yaml").is_file():
+        raise EarmarkError(f"cannot resume {run_dir}: it is not a run directory (no config.yaml); "
+                           f"give runs/<name> of an earlier `earmark train`")
+    saved = load_config(run_dir / "config.yaml")
+    if config is None:
+        new = _override(saved, overrides) if overrides else saved
+    else:
+        new = _as_config(config, overrides)
+    old_flat, new_flat = _flat_config(saved), _flat_config(new)
+    changed = sorted(key for key in set(old_flat) | set(new_flat)
+                     if old_flat.get(key) != new_flat.get(key) and key not in RESUME_MAY_CHANGE)
+    if changed:
+        details = ", ".join(f"{key} ({old_flat.get(key)!r} → {new_flat.get(key)!r})" for key in changed)
+        raise EarmarkError(f"cannot resume {run_dir}: the config differs from its config.yaml in {details}; "
+                           f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume (start a new run instead)")
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if not checkpoint.is_file():
+        raise EarmarkError(f"cannot resume {run_dir}: there is no checkpoints/last.ckpt yet (a run writes it at the "
+                           f"end of each epoch, or every train.checkpoint_every_n_steps steps); start it again")
+    return new, run_dir, checkpoint
+
+
+def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
+          resume: str | Path | None = None, overfit_batch: bool = False) -> RunResult:
+    """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory.
+
+    resume: a run directory; training continues from its checkpoints/last.ckpt (mid-epoch too) and ends
+        as the uninterrupted run would have. `config`/`overrides` may then only change train.max_epochs.
+    overfit_batch: train on one fixed batch without augmentation and report whether the loss reached
+        near zero (metrics: first_loss, final_loss, passed, verdict); writes no run directory.
+    """
+    from earmark.optim import check_schedule
+
+    if resume is not None and overfit_batch:
+        raise EarmarkError("--overfit-batch is a fresh one-batch check; it cannot be combined with --resume")
+    checkpoint = None
+    if resume is not None:
+        config, run_dir, checkpoint = _resume_config(resume, config, overrides)
+    else:
+        config = _as_config(config, overrides)
+    check_config(config)
+    check_schedule(config.train)
+    prepared = prepare(config, strict=strict, progress=config.train.progress)
+    if not len(prepared.rows("train")):
+        raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
+    if resume is not None:
+        _check_same_data(run_dir, prepared)
+    module, datamodule = _build_training(config, prepared, overfit_batch, fit_normalization=resume is None)
+    if overfit_batch:
+        return _overfit_one_batch(config, module, datamodule)
+    primary = _is_launch_rank_zero()
+    if resume is None:
+        # other ranks never write; Lightning hands them rank 0's checkpoint folder
+        run_dir = _new_run_dir(config) if primary else config.runs_dir / "(set by rank 0)"
+        if primary:
+            (run_dir / "labels.json").write_text(json.dumps(prepared.labels, indent=1))
+            shutil.copytree(prepared.split_dir, run_dir / "splits")
+    if primary:
+        (run_dir / "config.yaml").write_text(config.to_yaml())  # on resume: the possibly longer max_epochs
+    return _fit_and_evaluate(config, prepared, module, datamodule, run_dir, checkpoint)
+
+
+def _check_same_data(run_dir: Path, prepared) -> None:
+    """A resume must see the clips and splits the run started with."""
+    from earmark.data.splits import load_splits
+
+    if json.loads((run_dir / "labels.json").read_text()) != list(prepared.labels):
+        raise EarmarkError(f"cannot resume {run_dir}: the data's classes {prepared.labels} differ from the run's "
+                           f"labels.json; the data changed since the run started (start a new run)")
+    saved = load_splits(run_dir / "splits")
+    keys = ["path", "split"] + (["segment"] if "segment" in saved and "segment" in prepared.items else [])
+
+    def clips(table: pd.DataFrame) -> list[tuple]:
+        return sorted(table[keys].astype(str).itertuples(index=False, name=None))
+
+    if clips(saved) != clips(prepared.items):
+        raise EarmarkError(f"cannot resume {run_dir}: the clips or their splits differ from the run's splits/ "
+                           f"folder; the data changed since the run started (start a new run)")
+
+
+def _build_training(config: Config, prepared, overfit: bool, fit_normalization: bool = True):
+    """The LightningModule (normalisation fitted on the training split, unless a checkpoint will
+    restore it) and the DataModule."""
     import lightning as L
     import torch
 
     from earmark.contract import InputContract
     from earmark.data.batches import AudioDataModule
-    from earmark.training import AudioClassifier, build_trainer
+    from earmark.losses import class_weights
+    from earmark.training import AudioClassifier, monitor_metric
 
-    config = _as_config(config, overrides)
-    check_config(config)
-    prepared = prepare(config, strict=strict, progress=config.train.progress)
-    if not len(prepared.rows("train")):
-        raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
-    run_dir = _new_run_dir(config)
-    (run_dir / "config.yaml").write_text(config.to_yaml())
-    (run_dir / "labels.json").write_text(json.dumps(prepared.labels, indent=1))
-    shutil.copytree(prepared.split_dir, run_dir / "splits")
-
+    labels = prepared.labels
+    splits = ("train", "val", "test")
+    weights = class_weights(config.train.class_weights, labels, prepared.targets("train"))
+    datamodule = AudioDataModule(prepared.cache.waves, {s: prepared.rows(s) for s in splits},
+                                 {s: prepared.targets(s) for s in splits}, batch_size=config.train.batch_size,
+                                 seed=config.seed, memory_budget_gb=config.train.memory_budget_gb,
+                                 num_workers=config.train.num_workers, sampler=config.train.sampler, labels=labels,
+                                 overfit=overfit)
+    train_cfg, augment = config.train, config.augment
+    if overfit:  # the plain objective on clean clips: its minimum is 0
+        train_cfg = train_cfg.model_copy(update={"label_smoothing": 0.0})
+        augment = augment.model_copy(update={"enabled": False})
     L.seed_everything(config.seed, workers=True, verbose=False)
     contract = InputContract(sample_rate_hz=config.data.sample_rate_hz, duration_s=config.data.duration_s,
-                             clip=config.data.clip, chunk_hop_s=config.data.chunk_hop_s,
-                             labels=tuple(prepared.labels), features=config.features.model_dump())
-    module = AudioClassifier(contract.to_dict(), config.model.name, dict(config.model.params),
-                             config.train.model_dump(), config.augment.model_dump(), config.seed)
-    waves = prepared.cache.waves
-    train_rows = prepared.rows("train")
-    module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
-                                      for i in range(0, len(train_rows), 256))
-    splits = ("train", "val", "test")
-    datamodule = AudioDataModule(waves, {s: prepared.rows(s) for s in splits}, {s: prepared.targets(s) for s in splits},
-                                 batch_size=config.train.batch_size, seed=config.seed,
-                                 memory_budget_gb=config.train.memory_budget_gb, num_workers=config.train.num_workers)
-    trainer = build_trainer(config, run_dir, has_validation=len(prepared.rows("val")) > 0)
+                             clip=config.data.clip, chunk_hop_s=config.data.chunk_hop_s, labels=tuple(labels),
+                             features=config.features.model_dump())
+    has_validation = len(prepared.rows("val")) > 0 and not overfit
+    module = AudioClassifier(contract.to_dict(), config.model.name, dict(config.model.params), train_cfg.model_dump(),
+                             augment.model_dump(), config.seed, weights, monitor_metric(config, has_validation))
+    if fit_normalization:
+        waves, train_rows = prepared.cache.waves, prepared.rows("train")
+        module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
+                                          for i in range(0, len(train_rows), 256))
+    return module, datamodule
+
+
+def _overfit_one_batch(config: Config, module, datamodule) -> RunResult:
+    from earmark.training import LossHistory, build_trainer, overfit_verdict
+
+    history = LossHistory()
+    trainer = build_trainer(config, None, has_validation=False, steps_per_epoch=1, overfit=True,
+                            extra_callbacks=[history])
     started = time.perf_counter()
     with warnings.catch_warnings():
-        # index batches are an IterableDataset with a length on purpose (one process, exact count)
-        warnings.filterwarnings("ignore", message=".*IterableDataset.*__len__")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+        warnings.filterwarnings("ignore", message=".*(LeafSpec|overfit|does not have many workers).*")
         trainer.fit(module, datamodule=datamodule)
+    return RunResult(None, overfit_verdict(history.losses), time.perf_counter() - started)
+
+
+def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None
+                      ) -> RunResult:
+    from earmark.training import build_trainer
+
+    has_validation = len(prepared.rows("val")) > 0
+    steps_per_epoch = -(-len(prepared.rows("train")) // config.train.batch_size)
+    trainer = build_trainer(config, run_dir, has_validation, steps_per_epoch)
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     fit_seconds = time.perf_counter() - started
-    metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], waves, prepared.labels)
+    if not trainer.is_global_zero:  # rank 0 evaluates and writes; the other ranks are done
+        return RunResult(run_dir, {}, fit_seconds)
+    if not run_dir.is_dir():  # a launcher's environment misled _is_launch_rank_zero: use rank 0's folder
+        run_dir = Path(trainer.checkpoint_callback.dirpath).parent
+    metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], prepared.cache.waves,
+                            prepared.labels)
     metrics["fit_seconds"] = fit_seconds
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["device_resident"] = datamodule.device_resident

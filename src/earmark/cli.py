@@ -52,12 +52,28 @@ def _print_metrics(result) -> None:
 
 @app.command()
 def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-          strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+          strict: bool = typer.Option(False, help="fail if any audio file cannot be used"),
+          resume: Optional[Path] = typer.Option(None, help="continue runs/<name> from its last checkpoint "
+                                                "(a config given too may only change train.max_epochs)"),
+          overfit_batch: bool = typer.Option(False, "--overfit-batch",
+                                             help="sanity check: train on one batch without augmentation and "
+                                                  "report whether the loss reaches near zero")) -> None:
     """Prepare the data (once), train, and evaluate the best checkpoint on the test split."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    _print_metrics(api.train(config, overrides, strict=strict))
+    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch)
+    if overfit_batch:
+        check = result.metrics
+        console = _console()
+        if check["steps"]:
+            console.print(f"overfit check on one batch, {check['steps']} steps: first loss "
+                          f"{check['first_loss']:.4f}, final loss {check['final_loss']:.4f}")
+        console.print(("[bold green]" if check["passed"] else "[bold red]") + check["verdict"] + "[/]")
+        if not check["passed"]:
+            raise typer.Exit(1)
+    elif result.metrics:  # empty in the processes of DDP ranks other than 0
+        _print_metrics(result)
 
 
 @app.command()

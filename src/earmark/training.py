@@ -1,91 +1,181 @@
 """The LightningModule (what a step is) and the Trainer assembly (callbacks, loggers, checkpoints).
 
-The loop, devices, precision and checkpoint writing live in Lightning's Trainer.
+The loop, devices, precision and checkpoint writing live in Lightning's Trainer. What Lightning does
+not keep for an exact mid-epoch resume, the module adds to every checkpoint: the global torch RNG
+(dropout) and the epoch's metric accumulators. The batch order comes back through the stateful
+train loader (`data.batches.IndexBatches`), and augmentation draws from a generator derived from
+(seed, rank, epoch, batch), so nothing about it needs saving.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.fabric.plugins import TorchCheckpointIO
 
-from earmark.augment import WaveAugment
+from earmark.augment import BatchAugmenter, mixed_loss, stack_views
 from earmark.config import AugmentConfig, Config, FeaturesConfig, TrainConfig
 from earmark.contract import InputContract
 from earmark.features import build_frontend
+from earmark.losses import ClassificationLoss
 from earmark.models.registry import create_model
+from earmark.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
+OVERFIT_TARGET_LOSS = 0.05  # "near zero" for the one-batch check, in nats
 
 
-class AudioClassifier(L.LightningModule):
-    """Front-end + model. forward: waves (B, n_samples) → logits (B, n_classes).
+class EpochMetrics:
+    """Per-stage accumulators over an epoch: the summed loss and the confusion matrix (its sum: the clips).
 
-    Every constructor argument is a plain dict/str saved in the checkpoint's hyper-parameters,
-    so `AudioClassifier.load_from_checkpoint(path)` alone rebuilds the front-end and the model.
+    Kept as plain tensors (not buffers) so they stay out of the model's state_dict; checkpoints carry
+    them separately, so an epoch resumed halfway reports the same numbers as an uninterrupted one.
     """
 
-    def __init__(self, contract: dict[str, Any], model_name: str, model_params: dict[str, Any],
-                 train: dict[str, Any], augment: dict[str, Any] | None = None, seed: int = 0) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.contract = InputContract.from_dict(contract)
-        self.train_cfg = TrainConfig(**train)
-        self.augment = WaveAugment(AugmentConfig(**(augment or {})), self.contract.sample_rate_hz)
-        self._augment_generator = torch.Generator().manual_seed(seed)
-        self.frontend = build_frontend(FeaturesConfig(**self.contract.features), self.contract.sample_rate_hz)
-        input_shape = self.frontend.output_shape(self.contract.n_samples)
-        self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
-        n = len(self.contract.labels)
-        self._confusion = {stage: torch.zeros(n * n, dtype=torch.long) for stage in STAGES}
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+        self.state = {stage: self._zeros() for stage in STAGES}
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.contract.labels
+    def _zeros(self, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        n = self.n_classes
+        return {"loss_sum": torch.zeros((), dtype=torch.float64, device=device),
+                "confusion": torch.zeros(n * n, dtype=torch.long, device=device)}
 
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """waves (B, n_samples) → logits (B, n_classes)."""
-        return self.model(self.frontend(waves))
+    @torch.no_grad()
+    def update(self, stage: str, per_clip_loss: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor) -> None:
+        state = self.state[stage]
+        device = targets.device
+        pairs = targets * self.n_classes + logits.argmax(dim=1)  # (B,) row-major (true, predicted)
+        state["loss_sum"] = state["loss_sum"].to(device) + per_clip_loss.detach().double().sum()
+        state["confusion"] = state["confusion"].to(device) + torch.bincount(pairs, minlength=self.n_classes ** 2)
 
-    def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        waves, targets = batch  # (B, n_samples), (B,)
-        if stage == "train":
-            waves = self.augment(waves, self._augment_generator)
-        logits = self(waves)
-        smoothing = self.train_cfg.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, targets, label_smoothing=smoothing)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
-                 batch_size=len(targets))
-        n = len(self.labels)
-        pairs = targets * n + logits.argmax(dim=1)
-        self._confusion[stage] = self._confusion[stage].to(pairs.device) + torch.bincount(pairs, minlength=n * n)
-        return loss
-
-    def _log_epoch_metrics(self, stage: str) -> None:
-        n = len(self.labels)
-        confusion = self._confusion[stage].view(n, n).float()  # rows: true, cols: predicted
-        self._confusion[stage] = torch.zeros_like(self._confusion[stage])
-        if confusion.sum() == 0:
-            return
+    def compute(self, stage: str, sum_across_ranks: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """loss, acc and macro_f1 over every clip of the epoch (all ranks); then the accumulators reset."""
+        state = self.state[stage]
+        device = state["confusion"].device
+        self.state[stage] = self._zeros(device)
+        confusion = sum_across_ranks(state["confusion"].clone()).view(self.n_classes, self.n_classes).double()
+        loss_sum = sum_across_ranks(state["loss_sum"].clone())
+        n_clips = confusion.sum()
+        if n_clips == 0:
+            return {}
         true_positive = confusion.diag()
         precision = true_positive / confusion.sum(0).clamp(min=1)
         recall = true_positive / confusion.sum(1).clamp(min=1)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
         present = confusion.sum(1) > 0
-        self.log(f"{stage}_acc", true_positive.sum() / confusion.sum(), prog_bar=stage != "test")
-        self.log(f"{stage}_macro_f1", f1[present].mean())
+        return {"loss": (loss_sum / n_clips).float(), "acc": (true_positive.sum() / n_clips).float(),
+                "macro_f1": f1[present].mean().float()}
+
+
+class AudioClassifier(L.LightningModule):
+    """Front-end + model. forward: waves (B, n_samples) → logits (B, n_classes).
+
+    Every constructor argument is a plain dict/str/list saved in the checkpoint's hyper-parameters,
+    so `AudioClassifier.load_from_checkpoint(path)` alone rebuilds the front-end and the model.
+    With `features.stack_augmented` the model takes 2 channels: the clean and the augmented view
+    (in training), the clean view twice (evaluation and prediction).
+    """
+
+    def __init__(self, contract: dict[str, Any], model_name: str, model_params: dict[str, Any],
+                 train: dict[str, Any], augment: dict[str, Any] | None = None, seed: int = 0,
+                 class_weights: list[float] | None = None, monitor: str = "val_loss") -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.contract = InputContract.from_dict(contract)
+        self.train_cfg = TrainConfig(**train)
+        self.seed = seed
+        self.monitor = monitor
+        features = FeaturesConfig(**self.contract.features)
+        self.stack_views = features.stack_augmented
+        self.augmenter = BatchAugmenter(AugmentConfig(**(augment or {})), self.contract.sample_rate_hz)
+        self.frontend = build_frontend(features, self.contract.sample_rate_hz)
+        input_shape = self.frontend.output_shape(self.contract.n_samples)  # (1, n_bins, frames) or (1, T)
+        if self.stack_views:
+            input_shape = (2,) + tuple(input_shape[1:])
+        self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
+        cfg = self.train_cfg
+        self.criterion = ClassificationLoss(cfg.loss, cfg.focal_gamma, class_weights, cfg.label_smoothing)
+        self.epoch_metrics = EpochMetrics(len(self.contract.labels))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        """Clean features: waves (B, n_samples) → (B, C, n_bins, frames) or (B, C, T); C = 2 when stacking."""
+        features = self.frontend(waves)
+        return torch.cat([features, features], dim=1) if self.stack_views else features
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        """waves (B, n_samples) → logits (B, n_classes)."""
+        return self.model(self.features(waves))
+
+    def configure_model(self) -> None:
+        """Training-speed settings, applied by the Trainer only (a model loaded to predict stays eager)."""
+        if self.train_cfg.channels_last and self.frontend.kind != "waveform":
+            self.model.to(memory_format=torch.channels_last)
+        if self.train_cfg.compile and getattr(self.model, "_compiled_call_impl", None) is None:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def _run_model(self, features: torch.Tensor) -> torch.Tensor:
+        if self.train_cfg.channels_last and features.dim() == 4:
+            features = features.contiguous(memory_format=torch.channels_last)
+        return self.model(features)
+
+    def _augment_generator(self, batch_idx: int) -> torch.Generator:
+        """A generator for this batch alone: runs resumed mid-epoch and every DDP rank draw their own."""
+        key = [self.seed, self.global_rank, self.current_epoch, batch_idx]
+        return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+
+    def _training_logits(self, waves: torch.Tensor, targets: torch.Tensor, batch_idx: int
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented training pass: waveform aug → front-end → SpecAugment → (clean + augmented views)
+        → mix → model. Returns (logits, mixed loss)."""
+        generator = self._augment_generator(batch_idx)
+        features = self.frontend(self.augmenter.waveform(waves, generator))
+        features = self.augmenter.spectrogram(features, generator)
+        if self.stack_views:
+            features = stack_views(self.frontend(waves), features)  # (B, 2, ...)
+        features, targets_a, targets_b, lam = self.augmenter.mix(features, targets, generator)
+        logits = self._run_model(features)
+        return logits, mixed_loss(self.criterion, logits, targets_a, targets_b, lam)
+
+    def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
+        waves, targets = batch  # (B, n_samples), (B,)
+        if stage == "train" and self.augmenter.active:
+            logits, loss = self._training_logits(waves, targets, batch_idx)
+            per_clip = loss.detach().expand(len(targets))  # train_loss: the mean objective, mixing included
+        else:
+            logits = self._run_model(self.features(waves))
+            # training uses the configured loss; evaluation plain cross-entropy, comparable across recipes
+            per_clip = (self.criterion(logits, targets) if stage == "train"
+                        else F.cross_entropy(logits.float(), targets, reduction="none"))
+            loss = per_clip.mean()
+        self.epoch_metrics.update(stage, per_clip, targets, logits)
+        if stage == "train":
+            self.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(targets))
+        return loss
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        values = self.epoch_metrics.compute(stage, lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        for name, value in values.items():  # already summed over ranks: every rank logs the same value
+            self.log(f"{stage}_{name}", value, prog_bar=stage != "test" and name in ("loss", "acc"), sync_dist=True)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._common_step(batch, "train")
+        return self._common_step(batch, batch_idx, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._common_step(batch, "val")
+        self._common_step(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._common_step(batch, "test")
+        self._common_step(batch, batch_idx, "test")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -97,17 +187,79 @@ class AudioClassifier(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def configure_optimizers(self):
-        cfg = self.train_cfg
-        optimizer = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if cfg.scheduler == "none":
-            return optimizer
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        if cfg.scheduler == "onecycle":
-            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total_steps,
-                                                            pct_start=0.2)
-        else:
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        optimizer = build_optimizer(self, self.train_cfg)
+        scheduler = build_scheduler(optimizer, self.train_cfg, self.trainer.estimated_stepping_batches, self.monitor)
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # every rank runs this hook; rank 0 writes the file, so gather each rank's accumulators
+        accumulators = {stage: {name: self._gather(value) for name, value in state.items()}
+                        for stage, state in self.epoch_metrics.state.items()}
+        checkpoint["earmark_resume"] = {"torch_rng": torch.get_rng_state(), "epoch_metrics": accumulators,
+                                        "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+    def _gather(self, value: torch.Tensor) -> torch.Tensor:
+        """(world_size, ...) on the CPU: this tensor from every rank."""
+        if self.trainer.world_size == 1:
+            return value[None].cpu()
+        gathered = [torch.zeros_like(value) for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather(gathered, value.contiguous())
+        return torch.stack(gathered).cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("earmark_resume")
+        if state is None or self._trainer is None:  # loading weights to predict: leave the RNG alone
+            return
+        # ranks draw dropout masks from the same seed in the same amounts, so rank 0's RNG state fits all
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
+        rank = self.trainer.global_rank
+        for stage, saved in state["epoch_metrics"].items():
+            if all(len(value) > rank for value in saved.values()):
+                self.epoch_metrics.state[stage] = {name: value[rank].clone() for name, value in saved.items()}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes `<name>.tmp` beside the target, fsyncs, then renames: a killed run never leaves half a file.
+
+    (Lightning's own writer goes through an fsspec transaction whose temporary file lives in the system
+    temp folder, so its final move is a copy, not a rename, when that is another file system.)
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".tmp")
+        with open(partial, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+
+
+class LossHistory(L.Callback):
+    """Records the training loss of every step (for the one-batch overfit check)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss))
+
+
+def overfit_verdict(losses: list[float]) -> dict[str, Any]:
+    """Did one batch get learned? first/final loss and a verdict."""
+    if not losses:
+        return {"first_loss": None, "final_loss": None, "steps": 0, "passed": False, "verdict": "no training step ran"}
+    first, final = losses[0], losses[-1]
+    passed = final <= OVERFIT_TARGET_LOSS
+    verdict = (f"passed: the loss fell from {first:.4f} to {final:.4f}, so model, labels and optimiser can learn"
+               if passed else
+               f"failed: the loss only fell from {first:.4f} to {final:.4f} (target {OVERFIT_TARGET_LOSS}); check the "
+               f"labels, train.lr, more train.max_epochs, or a bigger model")
+    return {"first_loss": first, "final_loss": final, "steps": len(losses), "passed": passed, "verdict": verdict}
 
 
 def default_precision(config: Config) -> str:
@@ -118,34 +270,69 @@ def default_precision(config: Config) -> str:
     return "32-true"
 
 
-def build_trainer(config: Config, run_dir: Path, has_validation: bool) -> L.Trainer:
-    """The Trainer for a run: best + last checkpoints, early stopping, TensorBoard, rich progress."""
+def monitor_metric(config: Config, has_validation: bool) -> str:
+    return config.train.monitor if has_validation else "train_loss"
+
+
+def build_callbacks(config: Config, run_dir: Path, has_validation: bool) -> list[L.Callback]:
+    """best.ckpt by the monitored metric; epochNNN.ckpt for the last `save_last_k` epochs; stepNNNNNN.ckpt
+    every `checkpoint_every_n_steps`; last.ckpt is always the newest state (what `--resume` reads)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     cfg = config.train
-    monitor = cfg.monitor if has_validation else "train_loss"
+    monitor = monitor_metric(config, has_validation)
     mode = "min" if monitor.endswith("loss") else "max"
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode,
-                                 save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    callbacks: list = [checkpoint]
+    directory = run_dir / "checkpoints"
+    common = dict(dirpath=directory, auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(filename="best", monitor=monitor, mode=mode, save_top_k=1, **common),
+        ModelCheckpoint(filename="epoch{epoch:03d}", monitor="epoch", mode="max", save_top_k=cfg.save_last_k,
+                        save_last=True, save_on_train_epoch_end=True, **common),
+    ]
+    if cfg.checkpoint_every_n_steps:
+        callbacks.append(ModelCheckpoint(filename="step{step:06d}", monitor="step", mode="max", save_top_k=1,
+                                         every_n_train_steps=cfg.checkpoint_every_n_steps, save_last=True, **common))
     if cfg.early_stopping_patience and has_validation:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience))
     if cfg.progress:
         callbacks.append(RichProgressBar(leave=False))
+    return callbacks
+
+
+def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, steps_per_epoch: int = 10,
+                  overfit: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """The Trainer for a run: checkpoints, early stopping, TensorBoard, rich progress; devices and
+    strategy from the config. `overfit`: one fixed batch, no validation, no checkpoints, no logs."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    cfg = config.train
+    callbacks = list(extra_callbacks or [])
+    if not overfit:
+        assert run_dir is not None
+        callbacks += build_callbacks(config, run_dir, has_validation)
     max_time = {"seconds": cfg.max_time_s} if cfg.max_time_s else None
+    logger = False if overfit else TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     return L.Trainer(
         max_epochs=cfg.max_epochs,
         max_time=max_time,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
         precision=default_precision(config),
         deterministic=cfg.deterministic,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
         callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""),
+        logger=logger,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=not overfit,
+        overfit_batches=1 if overfit else 0.0,
+        limit_val_batches=0 if overfit else None,
+        use_distributed_sampler=False,  # the batch loaders shard per rank themselves
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
-        log_every_n_steps=10,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
         num_sanity_val_steps=0,
-        default_root_dir=str(run_dir),
+        default_root_dir=str(run_dir) if run_dir else None,
     )

@@ -22,7 +22,6 @@ from earmark.augment.mixing import BatchMix, mixed_loss, stack_views
 from earmark.augment.tempo import PitchShift, SpeedPerturb, TimeStretch, pitch_shift, resample_by, time_stretch
 from earmark.augment.waveform import BackgroundNoise, GaussianNoise, RandomGain, RandomShift
 from earmark.config import AugmentConfig
-from earmark.errors import EarmarkError
 
 __all__ = [
     "Augmentation", "BackgroundNoise", "BatchAugmenter", "BatchMix", "GaussianNoise", "PitchShift", "RandomGain",
@@ -42,10 +41,6 @@ class WaveAugment(nn.Module):
         super().__init__()
         steps: list[Augmentation] = []
         if augment.enabled:
-            if augment.noise_std > 0 and augment.noise_snr_db is not None:
-                raise EarmarkError(f"augment.noise_std ({augment.noise_std}) and augment.noise_snr_db "
-                                   f"({list(augment.noise_snr_db)}) are both set; keep one: a fixed noise level "
-                                   f"or an SNR range")
             if augment.speed is not None:
                 steps.append(SpeedPerturb(augment.speed, augment.speed_p))
             if augment.stretch is not None:

@@ -1,45 +1,115 @@
 """Batching: device-resident clips indexed on the device, or streaming from the memory-mapped cache.
 
-When the decoded clips fit `train.memory_budget_gb`, they are copied to the training device
-once and every batch is a gather on the device: the loader yields index tensors only, so
-there is no per-item Python work on the hot path. Otherwise a DataLoader streams rows from
-the memory-mapped cache (workers, pinned memory) with the same (waves, labels) result.
+Both paths draw their batches from one `IndexBatches`: per epoch, a permutation (or a weighted
+draw) of the split's positions from (seed, epoch), cut into this rank's share of batches. It is
+stateful: Lightning saves `state_dict()` of the train loader in every checkpoint and calls
+`load_state_dict()` before iterating on resume, so a run resumed mid-epoch sees the same batches.
+
+When the decoded clips fit `train.memory_budget_gb`, they are copied to the training device once
+and every batch is a gather on the device: the loader yields index tensors only, so there is no
+per-item Python work on the hot path. Otherwise a DataLoader over the memory-mapped cache (workers,
+pinned memory) turns the same index batches into (waves, labels).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
+
+from earmark.errors import EarmarkError
+
+SAMPLERS = ("shuffle", "weighted", "sequential")
 
 
-class IndexBatches(IterableDataset):
-    """Yields LongTensor batches of positions 0..n-1; reshuffled each epoch from (seed, epoch)."""
+class IndexBatches:
+    """Batches (LongTensor) of `positions` for one rank; each pass over it is one epoch.
 
-    def __init__(self, positions: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> None:
-        self.positions = torch.as_tensor(positions, dtype=torch.long)
+    sampler: "sequential" (eval), "shuffle" (a permutation from (seed, epoch)) or "weighted"
+    (len(positions) draws with replacement, probability ∝ `weights`). Under DDP every rank draws
+    the same epoch order and takes the contiguous block `rank` of `world_size` equal blocks,
+    so ranks see disjoint clips and the same number of batches (a training epoch drops the last
+    len % world_size clips of its order; an eval pass splits the positions unevenly instead).
+    """
+
+    def __init__(self, positions: np.ndarray, batch_size: int, sampler: str = "sequential", seed: int = 0,
+                 weights: np.ndarray | None = None, rank: int = 0, world_size: int = 1) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+        if sampler == "weighted" and (weights is None or len(weights) != len(positions)):
+            raise ValueError("the weighted sampler needs one weight per position")
+        self.positions = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights), dtype=torch.double)
         self.batch_size = batch_size
-        self.shuffle = shuffle
+        self.kind = sampler  # not `.sampler`: Lightning treats a loader's `.sampler` as a torch Sampler
         self.seed = seed
-        self.epoch = 0
+        self.rank, self.world_size = rank, world_size
+        self.epoch = -1  # the epoch of the pass in progress; the first pass is epoch 0
+        self.position = 0  # batches of this epoch already handed out
+        self._resume_at: int | None = None
+
+    def _share(self) -> tuple[int, int]:
+        """(start, stop) of this rank's block in the epoch order."""
+        n = len(self.positions)
+        if self.kind == "sequential":
+            bounds = np.linspace(0, n, self.world_size + 1).round().astype(int)
+            return int(bounds[self.rank]), int(bounds[self.rank + 1])
+        per_rank = n // self.world_size
+        return self.rank * per_rank, (self.rank + 1) * per_rank
 
     def __len__(self) -> int:
-        return (len(self.positions) + self.batch_size - 1) // self.batch_size
+        start, stop = self._share()
+        return -(-(stop - start) // self.batch_size)
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """This rank's positions for `epoch`, in batch order: (n_rank,) int64."""
+        order = self.positions
+        if self.kind != "sequential":
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            if self.kind == "weighted":
+                draws = torch.multinomial(self.weights, len(order), replacement=True, generator=generator)
+            else:
+                draws = torch.randperm(len(order), generator=generator)
+            order = order[draws]
+        start, stop = self._share()
+        return order[start:stop]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = self.positions
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = order[torch.randperm(len(order), generator=generator)]
-            self.epoch += 1
-        yield from torch.split(order, self.batch_size)
+        # a generator: the epoch starts at the first next(), after any load_state_dict
+        if self._resume_at is None:
+            self.epoch, self.position = self.epoch + 1, 0
+        else:
+            self.position, self._resume_at = self._resume_at, None
+        batches = torch.split(self.epoch_order(self.epoch), self.batch_size)
+        while self.position < len(batches):
+            self.position += 1
+            yield batches[self.position - 1]
+
+    @property
+    def next_start(self) -> int:
+        """The batch the next pass starts at: a restored mid-epoch position, else 0."""
+        return self._resume_at or 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self.position, "n_batches": len(self), "seed": self.seed,
+                "sampler": self.kind}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state["n_batches"], state["seed"], state["sampler"]) != (len(self), self.seed, self.kind):
+            raise EarmarkError(f"the checkpoint's batch order ({state['n_batches']} batches, seed {state['seed']}, "
+                               f"{state['sampler']} sampler) does not match this run's ({len(self)}, {self.seed}, "
+                               f"{self.kind}); resume with the run's own config and devices")
+        self.epoch, self.position = state["epoch"], state["position"]
+        # saved at the end of an epoch: the next pass starts the next epoch; otherwise it continues this one
+        finished_or_unstarted = self.position >= len(self) or self.epoch < 0
+        self._resume_at = None if finished_or_unstarted else self.position
 
 
 class CachedRows(Dataset):
-    """Map-style view of memory-mapped rows, for data larger than the device budget."""
+    """Map-style view of memory-mapped rows: one batch of positions is one fancy-indexed read."""
 
     def __init__(self, waves: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> None:
         self.waves, self.rows, self.targets = waves, rows, targets
@@ -50,15 +120,71 @@ class CachedRows(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return torch.from_numpy(np.array(self.waves[self.rows[index]])), int(self.targets[index])
 
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.asarray(positions)
+        waves = np.asarray(self.waves[self.rows[positions]], dtype=np.float32)  # (B, n_samples)
+        return torch.from_numpy(waves), torch.from_numpy(self.targets[positions]).long()
+
+
+def _whole_batch(batch):
+    """collate_fn: `CachedRows.__getitems__` already returns the batch."""
+    return batch
+
+
+class StreamingBatches:
+    """A DataLoader over `CachedRows` driven by `IndexBatches`, stateful like them.
+
+    Workers read ahead, so the resume position counts batches handed to the trainer, not batches
+    the sampler has produced.
+    """
+
+    def __init__(self, dataset: CachedRows, batches: IndexBatches, num_workers: int, seed: int) -> None:
+        self.batches = batches
+        self.loader = DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch, num_workers=num_workers,
+                                 pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0,
+                                 # its own generator: creating an iterator must not draw from the global RNG
+                                 generator=torch.Generator().manual_seed(seed))
+        self.handed_out = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # a generator, so workers start (and read the sampler's state) only at the first next()
+        self.handed_out = self.batches.next_start
+        for batch in self.loader:
+            self.handed_out += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.batches.state_dict(), "position": self.handed_out}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state)
+        self.handed_out = state["position"]
+
+
+def class_balanced_weights(targets: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Per-clip sampling weights (N,) so every class is drawn equally often; every class needs clips."""
+    counts = np.bincount(targets, minlength=len(labels))
+    missing = [label for label, count in zip(labels, counts) if count == 0]
+    if missing:
+        raise EarmarkError(f"train.sampler=weighted needs training clips of every class; the train split has none "
+                           f"of: {', '.join(missing)} (change split.* or set train.sampler=shuffle)")
+    return 1.0 / counts[targets]
+
 
 class AudioDataModule(L.LightningDataModule):
     """Train/val/test batches of (waves (B, n_samples) float32, targets (B,) int64).
 
     `rows[split]` are row numbers into `waves` (the cache memmap), `targets[split]` class ids.
+    `sampler` is "shuffle" or "weighted" (classes drawn equally often; needs `labels`);
+    `overfit` makes the train loader one fixed batch.
     """
 
     def __init__(self, waves: np.ndarray, rows: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                 batch_size: int, seed: int, memory_budget_gb: float, num_workers: int = 0) -> None:
+                 batch_size: int, seed: int, memory_budget_gb: float, num_workers: int = 0,
+                 sampler: str = "shuffle", labels: list[str] | None = None, overfit: bool = False) -> None:
         super().__init__()
         self.waves = waves
         self.rows = rows
@@ -66,11 +192,18 @@ class AudioDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.train_sampler = "sequential" if overfit else sampler
+        self.overfit = overfit
+        self.sample_weights = class_balanced_weights(targets["train"], labels or []) if sampler == "weighted" else None
         used_rows = sum(len(r) for r in rows.values())
         self.bank_bytes = used_rows * waves.shape[1] * 4
         self.device_resident = self.bank_bytes <= memory_budget_gb * 1024**3
         self._bank: tuple[torch.Tensor, torch.Tensor] | None = None  # (waves, targets), on CPU until first batch
         self._offsets: dict[str, int] = {}
+        self._train_loader: IndexBatches | StreamingBatches | None = None
+        self._train_state_to_load: dict[str, Any] | None = None
+        # an eval split smaller than the number of ranks leaves some ranks without batches
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def setup(self, stage: str | None = None) -> None:
         if not self.device_resident or self._bank is not None:
@@ -83,26 +216,47 @@ class AudioDataModule(L.LightningDataModule):
             offset += len(split_rows)
         self._bank = (torch.from_numpy(np.concatenate(blocks)), torch.from_numpy(np.concatenate(labels)).long())
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, split: str, sampler: str = "sequential"):
+        rank, world_size = self._rank()
+        positions = np.arange(len(self.rows[split]))
+        if split == "train" and self.overfit:
+            positions = positions[: self.batch_size * world_size]  # one fixed batch per rank, every epoch
+        weights = self.sample_weights if sampler == "weighted" else None
         if self.device_resident:
             self.setup()
-            positions = np.arange(len(self.rows[split])) + self._offsets[split]
-            batches = IndexBatches(positions, self.batch_size, shuffle=shuffle, seed=self.seed)
-            return DataLoader(batches, batch_size=None)
+            positions = positions + self._offsets[split]
+        batches = IndexBatches(positions, self.batch_size, sampler, self.seed, weights, rank, world_size)
+        if self.device_resident:
+            return batches
         dataset = CachedRows(self.waves, self.rows[split], self.targets[split])
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), generator=generator,
-                          persistent_workers=self.num_workers > 0)
+        return StreamingBatches(dataset, batches, self.num_workers, self.seed)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self):
+        self._train_loader = self._loader("train", self.train_sampler)
+        if self._train_state_to_load is not None:
+            self._train_loader.load_state_dict(self._train_state_to_load)
+            self._train_state_to_load = None
+        return self._train_loader
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    # The train loader's position travels through the DataModule's state as well as through Lightning's
+    # own loader states: Lightning skips the latter when `configure_optimizers` asks for
+    # `trainer.estimated_stepping_batches` (it builds the loader before restoring; Lightning issue #20550),
+    # whereas it restores a DataModule's state before it builds anything.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_batches": self._train_loader.state_dict()} if self._train_loader is not None else {}
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_state_to_load = state.get("train_batches")
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # index batch: gather on the device
@@ -112,7 +266,8 @@ class AudioDataModule(L.LightningDataModule):
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def _bank_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        assert self._bank is not None
+        if self._bank is None:
+            raise RuntimeError("the device-resident bank is built in setup(); call setup() first")
         waves, targets = self._bank
         if waves.device != device:
             self._bank = (waves.to(device), targets.to(device))  # moved once, then reused
