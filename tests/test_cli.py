@@ -77,3 +77,12 @@ def test_train_predict_evaluate_from_the_command_line(tone_config, tone_folder, 
     evaluated = earmark("evaluate", str(run), "--out", str(tmp_path / "eval"), cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "accuracy" in evaluated.stdout and (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_inspect_with_augmentation_preview(tone_config, tmp_path):
+    result = earmark("inspect", str(tone_config), "augment.freq_masks=2", "augment.noise_snr_db=[5,15]",
+                     "--augment", "--out", str(tmp_path / "look"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("spectrograms.png", "augment.png", "summary.json"):
+        assert (tmp_path / "look" / name).stat().st_size > 0
+    assert "augment" in result.stdout and "one batch" in result.stdout

@@ -342,11 +342,13 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
     return result
 
 
-def inspect(config: Config | str | Path | None = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None):
-    """Summarise the data (counts, durations, rates, bad files) and draw example spectrograms."""
+def inspect(config: Config | str | Path | None = None, overrides: Sequence[str] = (),
+            out_dir: str | Path | None = None, augment: bool = False):
+    """Summarise the data (counts, durations, rates, bad files) and draw example spectrograms;
+    with `augment`, also clean-vs-augmented spectrograms of a few training clips (augment.png)."""
     from earmark.inspection import inspect_data
 
-    return inspect_data(config, overrides, out_dir=Path(out_dir) if out_dir else None)
+    return inspect_data(config, overrides, out_dir=Path(out_dir) if out_dir else None, augment=augment)
 
 
 def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> int:

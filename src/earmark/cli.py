@@ -139,12 +139,13 @@ def predict(run: Path = typer.Argument(..., help="a run directory or checkpoint"
 
 @app.command()
 def inspect(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-            out: Optional[Path] = typer.Option(None, help="folder for the summary and spectrogram grid")) -> None:
+            out: Optional[Path] = typer.Option(None, help="folder for the summary and spectrogram grid"),
+            augment: bool = typer.Option(False, "--augment", help="also draw clean vs augmented spectrograms")) -> None:
     """Class counts, durations, rates, channels, bad files, example spectrograms and one batch's shapes."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    summary = api.inspect(config, overrides, out_dir=out)
+    summary = api.inspect(config, overrides, out_dir=out, augment=augment)
     _console().print(summary.text)
 
 

@@ -88,6 +88,7 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
 
     from earmark import api
     from earmark.features import build_frontend
+    from earmark.augment import stack_views
     from earmark.models.registry import create_model
 
     prepared = api.prepare(config, overrides)
@@ -104,6 +105,8 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
 
     batch = torch.from_numpy(np.asarray(prepared.cache.waves[items["row"].to_numpy()[: config.train.batch_size]]))
     features = frontend(batch)
+    if config.features.stack_augmented:  # the model sees clean + augmented views: (B, 2, ...)
+        features = stack_views(features, features)
     model = create_model(config.model.name, len(prepared.labels), tuple(features.shape[1:]), **config.model.params)
     logits = model.eval()(features)
     ok_files = files[files["status"] == "ok"] if "status" in files else files
