@@ -177,6 +177,13 @@ class AudioClassifier(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._common_step(batch, batch_idx, "test")
 
+    def on_train_epoch_start(self) -> None:
+        # models with a schedule of their own (e.g. gradual unfreezing) learn the epoch here; on resume
+        # Lightning calls this again for the restored epoch, so the model's state follows the loop's
+        set_epoch = getattr(self.model, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.current_epoch)
+
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 

@@ -7,10 +7,11 @@ relying on who imported what.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Optional
 
 from torch import nn
 
@@ -19,7 +20,17 @@ from earmark.errors import EarmarkError
 InputKind = Literal["spectrogram", "waveform"]
 
 # Every module that registers models; imported on first use of the registry.
-MODEL_MODULES = ("earmark.models.cnn", "earmark.models.wave")
+MODEL_MODULES = (
+    "earmark.models.cnn",
+    "earmark.models.wave",
+    "earmark.models.lite",
+    "earmark.models.cnn14",
+    "earmark.models.backbones",
+    "earmark.models.transformer",
+    "earmark.models.ssl",
+    "earmark.models.personalized",
+)
+BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 
 
 @dataclass(frozen=True)
@@ -28,10 +39,11 @@ class ModelEntry:
     builder: Callable[..., nn.Module]
     input_kind: InputKind
     description: str
+    pretrained: Optional[str] = None  # where `pretrained: true` weights come from; None: none exist
+    needs_groups: bool = False  # forward(x, groups) with a group id per clip (speaker-personalised models)
 
     def param_names(self) -> list[str]:
-        skip = {"n_classes", "input_shape"}
-        return [p for p in inspect.signature(self.builder).parameters if p not in skip]
+        return [p for p in inspect.signature(self.builder).parameters if p not in BUILDER_ARGUMENTS]
 
     def param_defaults(self) -> dict[str, Any]:
         signature = inspect.signature(self.builder).parameters
@@ -43,12 +55,23 @@ class ModelRegistry:
 
     def __init__(self) -> None:
         self._entries: dict[str, ModelEntry] = {}
+        self._families: dict[str, ModelEntry] = {}  # "timm:" → builder(variant=...)
 
-    def register(self, name: str, *, input_kind: InputKind, description: str) -> Callable:
+    def register(self, name: str, *, input_kind: InputKind, description: str, pretrained: Optional[str] = None,
+                 needs_groups: bool = False) -> Callable:
         def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
             if name in self._entries:
                 raise ValueError(f"model '{name}' is registered twice")
-            self._entries[name] = ModelEntry(name, builder, input_kind, description)
+            self._entries[name] = ModelEntry(name, builder, input_kind, description, pretrained, needs_groups)
+            return builder
+
+        return decorator
+
+    def register_family(self, prefix: str, *, input_kind: InputKind, description: str,
+                        pretrained: Optional[str] = None) -> Callable:
+        """Names `<prefix><variant>` (e.g. 'timm:convnext_tiny') build with `builder(..., variant=variant)`."""
+        def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+            self._families[prefix] = ModelEntry(prefix + "<name>", builder, input_kind, description, pretrained)
             return builder
 
         return decorator
@@ -59,14 +82,23 @@ class ModelRegistry:
 
     def entry(self, name: str) -> ModelEntry:
         self._load()
+        for prefix, family in self._families.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                builder = functools.update_wrapper(functools.partial(family.builder, variant=name[len(prefix):]),
+                                                   family.builder)
+                return ModelEntry(name, builder, family.input_kind, family.description, family.pretrained)
         if name not in self._entries:
-            available = ", ".join(sorted(self._entries))
+            available = ", ".join(sorted(self._entries) + [f.name for f in self._families.values()])
             raise EarmarkError(f"unknown model.name '{name}'; available models: {available}")
         return self._entries[name]
 
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)
+
+    def families(self) -> list[ModelEntry]:
+        self._load()
+        return list(self._families.values())
 
 
 MODELS = ModelRegistry()
