@@ -18,6 +18,8 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
+
 from earmark import api
 from earmark.config import load_config
 
@@ -52,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             result = api.train(load_config(overrides=overrides))
             total_s = time.perf_counter() - started
             m = result.metrics
-            test_groups = result.run_dir / "splits" / "split_stats.json"
+            test = pd.read_csv(result.run_dir / "splits" / "test.csv")
+            test_groups = ", ".join(sorted(test["group"].astype(str).unique()))
             rows.append((split, m["n_clips"], m["accuracy"], m["balanced_accuracy"], m["macro_f1"],
                          m["majority_baseline"]["accuracy"], m["epochs"], result.fit_seconds, total_s))
             print(f"{split}: accuracy {m['accuracy']:.4f} on {m['n_clips']} test clips, "
-                  f"fit {result.fit_seconds:.1f} s ({test_groups})", flush=True)
+                  f"fit {result.fit_seconds:.1f} s; test speakers: {test_groups}", flush=True)
     print()
     print(f"{'split':10s} {'test':>5s} {'acc':>7s} {'bal_acc':>7s} {'mF1':>7s} {'major':>6s} {'epochs':>6s} "
           f"{'fit_s':>7s} {'total_s':>7s}")

@@ -133,3 +133,28 @@ def create_model(name: str, n_classes: int, input_shape: tuple[int, ...], **para
         return entry.builder(n_classes=n_classes, input_shape=tuple(input_shape), **params)
     except TypeError as exc:
         raise EarmarkError(f"model.params for '{name}' are not valid: {exc}") from None
+
+
+# Shapes `earmark models` counts parameters at: 1 s at 16 kHz, 64 mel bins, 10 ms hop.
+DEFAULT_INPUT_SHAPES = {"spectrogram": (1, 64, 101), "waveform": (1, 16000)}
+
+
+def describe_models(n_classes: int = 10) -> list[dict[str, Any]]:
+    """One row per registered model and family: input, parameter count at the default input, pretrained source."""
+    rows = []
+    for entry in list_models():
+        try:
+            model = create_model(entry.name, n_classes, DEFAULT_INPUT_SHAPES[entry.input_kind])
+            n_params = sum(p.numel() for p in model.parameters())
+        except EarmarkError as exc:  # a model that needs settings to build says so in the listing
+            n_params = None
+            entry = ModelEntry(entry.name, entry.builder, entry.input_kind, f"{entry.description} ({exc})",
+                               entry.pretrained, entry.needs_groups)
+        rows.append({"name": entry.name, "input": entry.input_kind, "parameters": n_params,
+                     "pretrained": entry.pretrained or "no", "description": entry.description,
+                     "params": entry.param_defaults(), "needs_groups": entry.needs_groups})
+    for family in MODELS.families():
+        rows.append({"name": family.name, "input": family.input_kind, "parameters": None,
+                     "pretrained": family.pretrained or "no", "description": family.description,
+                     "params": family.param_defaults(), "needs_groups": False})
+    return rows
