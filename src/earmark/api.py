@@ -24,6 +24,7 @@ class RunResult:
     run_dir: Path | None  # None for an --overfit-batch check, which writes nothing
     metrics: dict[str, Any]  # empty in the processes of DDP ranks other than 0
     fit_seconds: float
+    personalization: dict[str, Any] | None = None  # personalization.json of a model that takes groups
 
 
 def _as_config(config: Config | str | Path | None, overrides: Sequence[str] = ()) -> Config:
@@ -48,8 +49,20 @@ def check_config(config: Config) -> None:
     from earmark.features import build_frontend
     from earmark.models.registry import check_model_config
 
-    check_model_config(config.model.name, config.model.params, config.features.kind)
+    entry = check_model_config(config.model.name, config.model.params, config.features.kind)
     build_frontend(config.features, config.data.sample_rate_hz)
+    if entry.needs_groups:
+        from earmark.personalization import adaptation_config, settings_for
+        from earmark.optim import check_schedule
+
+        settings_for(config)
+        check_schedule(adaptation_config(config).train)
+
+
+def _uses_groups(config: Config) -> bool:
+    from earmark.models.registry import MODELS
+
+    return MODELS.entry(config.model.name).needs_groups
 
 
 def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
@@ -59,7 +72,12 @@ def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] 
 
     config = _as_config(config, overrides)
     check_config(config)
-    return prepare_data(config, strict=strict, progress=progress)
+    prepared = prepare_data(config, strict=strict, progress=progress)
+    if _uses_groups(config):
+        from earmark.personalization import check_group_column
+
+        check_group_column(config, prepared.items)
+    return prepared
 
 
 def _new_run_dir(config: Config) -> Path:
@@ -133,6 +151,10 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         as the uninterrupted run would have. `config`/`overrides` may then only change train.max_epochs.
     overfit_batch: train on one fixed batch without augmentation and report whether the loss reached
         near zero (metrics: first_loss, final_loss, passed, verdict); writes no run directory.
+
+    A model that takes groups (model.name=personalized) trains in two phases, base then group
+    embeddings (see `earmark.personalization`), and the run also holds personalization.json/.png;
+    resumed after its phase 1 finished, it runs phase 2 again.
     """
     from earmark.optim import check_schedule
 
@@ -196,12 +218,18 @@ def _build_training(config: Config, prepared, overfit: bool, fit_normalization: 
 
     labels = prepared.labels
     splits = ("train", "val", "test")
+    groups, group_ids = None, None
+    if _uses_groups(config):  # the training split's groups name the embeddings; batches carry their ids
+        from earmark.personalization import check_group_column, settings_for, split_group_ids
+
+        groups = check_group_column(config, prepared.items)
+        group_ids = split_group_ids(prepared.items, settings_for(config).group_column, groups)
     weights = class_weights(config.train.class_weights, labels, prepared.targets("train"))
     datamodule = AudioDataModule(prepared.cache.waves, {s: prepared.rows(s) for s in splits},
                                  {s: prepared.targets(s) for s in splits}, batch_size=config.train.batch_size,
                                  seed=config.seed, memory_budget_gb=config.train.memory_budget_gb,
                                  num_workers=config.train.num_workers, sampler=config.train.sampler, labels=labels,
-                                 overfit=overfit)
+                                 overfit=overfit, groups=group_ids)
     train_cfg, augment = config.train, config.augment
     if overfit:  # the plain objective on clean clips: its minimum is 0
         train_cfg = train_cfg.model_copy(update={"label_smoothing": 0.0})
@@ -212,7 +240,8 @@ def _build_training(config: Config, prepared, overfit: bool, fit_normalization: 
                              features=config.features.model_dump())
     has_validation = len(prepared.rows("val")) > 0 and not overfit
     module = AudioClassifier(contract.to_dict(), config.model.name, dict(config.model.params), train_cfg.model_dump(),
-                             augment.model_dump(), config.seed, weights, monitor_metric(config, has_validation))
+                             augment.model_dump(), config.seed, weights, monitor_metric(config, has_validation),
+                             groups=groups)
     if fit_normalization:
         waves, train_rows = prepared.cache.waves, prepared.rows("train")
         module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
@@ -240,13 +269,23 @@ def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Pat
     has_validation = len(prepared.rows("val")) > 0
     steps_per_epoch = -(-len(prepared.rows("train")) // config.train.batch_size)
     trainer = build_trainer(config, run_dir, has_validation, steps_per_epoch)
+    # a model that takes groups, resumed after its phase 1 finished, only runs phase 2 again
+    phase_one_done = module.uses_groups and checkpoint is not None and _base_checkpoint(run_dir).is_file()
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty")
         warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+        if not phase_one_done:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     fit_seconds = time.perf_counter() - started
+    extra: dict[str, Any] = {}
+    if module.uses_groups:  # phase 2: adapt the group embeddings from phase 1's best weights
+        from earmark.personalization import adapt
+
+        run_dir, adapt_seconds, extra["adapt_epochs"] = adapt(config, module, datamodule, trainer, run_dir,
+                                                              phase_one_done, has_validation, steps_per_epoch)
+        fit_seconds += adapt_seconds
     if not trainer.is_global_zero:  # rank 0 evaluates and writes; the other ranks are done
         return RunResult(run_dir, {}, fit_seconds)
     if not run_dir.is_dir():  # a launcher's environment misled _is_launch_rank_zero: use rank 0's folder
@@ -254,10 +293,26 @@ def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Pat
     metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], prepared.cache.waves,
                             prepared.labels)
     metrics["fit_seconds"] = fit_seconds
-    metrics["epochs"] = int(trainer.current_epoch)
+    metrics["epochs"] = _phase_one_epochs(checkpoint) if phase_one_done else int(trainer.current_epoch)
+    metrics.update(extra)
     metrics["device_resident"] = datamodule.device_resident
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return RunResult(run_dir, metrics, fit_seconds)
+    personalization = run_dir / "personalization.json"
+    return RunResult(run_dir, metrics, fit_seconds,
+                     json.loads(personalization.read_text()) if module.uses_groups else None)
+
+
+def _phase_one_epochs(checkpoint: Path) -> int:
+    """Epochs a finished phase 1 ran, from its last checkpoint (saved at the end of its last epoch)."""
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def _base_checkpoint(run_dir: Path) -> Path:
+    from earmark.personalization import base_checkpoint_of
+
+    return base_checkpoint_of(run_dir)
 
 
 def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
@@ -272,7 +327,13 @@ def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, la
     predictor = Predictor.from_run(run_dir)
     if list(predictor.labels) != list(labels):
         raise EarmarkError(f"the data's classes {labels} differ from the run's {list(predictor.labels)}")
-    probabilities = predictor.predict_waves(waves[test_items["row"].to_numpy()])
+    test_waves = waves[test_items["row"].to_numpy()]
+    groups = None
+    if predictor.uses_groups:  # a personalized model: each clip with its group (e.g. speaker)
+        from earmark.personalization import clip_groups
+
+        groups = clip_groups(test_items, predictor.module.model.group_column)
+    probabilities = predictor.predict_waves(test_waves, groups)
     index = {label: i for i, label in enumerate(labels)}
     y_true = test_items["label"].astype(str).map(index).to_numpy()
     metrics = classification_metrics(y_true, probabilities, labels)
@@ -280,6 +341,11 @@ def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, la
                                 "predicted": np.asarray(labels)[probabilities.argmax(axis=1)]})
     if "start_s" in test_items:
         predictions.insert(3, "start_s", test_items["start_s"].to_numpy())
+    if groups is not None:
+        from earmark.personalization import write_personalization
+
+        predictions.insert(3, "group", groups)
+        write_personalization(run_dir, out_dir, predictor, test_waves, y_true, probabilities, groups)
     for i, label in enumerate(labels):
         predictions[f"p_{label}"] = probabilities[:, i].round(6)
     predictions.to_csv(out_dir / "predictions.csv", index=False)
@@ -326,13 +392,23 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
-            chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None):
-    """Predict files, folders or CSV lists with a run; writes `out` (and `<out>_timeline.csv` when chunking)."""
-    from earmark.predict import Predictor, resolve_inputs
+            chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
+            groups: str | Sequence[str | None] | None = None):
+    """Predict files, folders or CSV lists with a run; writes `out` (and `<out>_timeline.csv` when chunking).
 
-    paths = resolve_inputs(inputs)
+    groups (personalized runs): one group (e.g. speaker) for every input, or one per resolved file;
+    otherwise a CSV list's group column is used. Files without a known group get the base model.
+    """
+    from earmark.data.sources import COLUMN_ALIASES
+    from earmark.predict import Predictor, resolve_grouped_inputs
+
     predictor = Predictor.from_run(run, device=device)
-    result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s)
+    columns = [predictor.module.model.group_column, *COLUMN_ALIASES["group"]] if predictor.uses_groups else []
+    resolved = resolve_grouped_inputs(inputs, columns)
+    paths = [path for path, _ in resolved]
+    if groups is None and any(group is not None for _, group in resolved):
+        groups = [group for _, group in resolved]
+    result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=groups)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

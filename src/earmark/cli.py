@@ -47,7 +47,33 @@ def _print_metrics(result) -> None:
     for warning in metrics.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}")
     console.print(f"test accuracy: {metrics['accuracy']:.4f}")
+    if result.personalization:
+        _print_personalization(result.personalization)
     console.print(f"trained in {result.fit_seconds:.1f} s; run directory: {result.run_dir}")
+
+
+MAX_GROUPS_PRINTED = 20
+
+
+def _print_personalization(summary: dict) -> None:
+    """Before/after in a few lines: overall, per group (the largest first), and the unseen groups."""
+    console = _console()
+
+    def share(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    improvement = summary["improvement"]
+    console.print(f"personalization by '{summary['group_column']}': base model {share(summary['basic_accuracy'])} "
+                  f"→ personalized {share(summary['personalized_accuracy'])}"
+                  + ("" if improvement is None else f" ({improvement:+.4f})"))
+    per_group = sorted(summary["per_group"].items(), key=lambda item: -item[1]["n_clips"])
+    for name, row in per_group[:MAX_GROUPS_PRINTED]:
+        console.print(f"  {name}: {share(row['basic_accuracy'])} → {share(row['personalized_accuracy'])} "
+                      f"({row['n_clips']} clips{'' if row['seen_in_training'] else ', unseen: base model'})")
+    if len(per_group) > MAX_GROUPS_PRINTED:
+        console.print(f"  … {len(per_group) - MAX_GROUPS_PRINTED} more in personalization.json")
+    if summary["unseen_groups"]:
+        console.print(f"unseen in training (predicted by the base model): {', '.join(summary['unseen_groups'])}")
 
 
 @app.command()
@@ -116,11 +142,14 @@ def predict(run: Path = typer.Argument(..., help="a run directory or checkpoint"
             out: Optional[Path] = typer.Option(None, help="CSV to write (default: print a table)"),
             top_k: int = typer.Option(3, min=1, help="how many labels with probabilities per file"),
             chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length"),
-            hop_s: Optional[float] = typer.Option(None, min=0.01, help="hop between windows (default: chunk_s)")) -> None:
+            hop_s: Optional[float] = typer.Option(None, min=0.01, help="hop between windows (default: chunk_s)"),
+            group: Optional[str] = typer.Option(None, help="personalized runs: the group (e.g. speaker) of every "
+                                                "input; default: a CSV list's group column, else the base model")
+            ) -> None:
     """Predict labels for audio files with a trained run."""
     from earmark import api
 
-    result = api.predict(run, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s)
+    result = api.predict(run, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group)
     console = _console()
     if out is None:
         from rich.table import Table

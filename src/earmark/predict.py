@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -30,23 +30,45 @@ def find_checkpoint(run_dir: Path, which: str = "best") -> Path:
 
 def resolve_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Files, folders (searched recursively for audio) and CSV lists, in the order given."""
-    paths: list[Path] = []
+    return [path for path, _ in resolve_grouped_inputs(inputs)]
+
+
+def resolve_grouped_inputs(inputs: Sequence[str | Path], group_columns: Sequence[str] = ()
+                           ) -> list[tuple[Path, Optional[str]]]:
+    """(path, group) per input: a CSV list's group comes from the first of `group_columns` it has
+    (case-insensitive); files and folders have no group (None)."""
+    resolved: list[tuple[Path, Optional[str]]] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
             found = sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
             if not found:
                 raise EarmarkError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {item}")
-            paths += found
+            resolved += [(path, None) for path in found]
         elif item.suffix.lower() in (".csv", ".tsv") and item.is_file():
             from earmark.data.sources import read_path_list
 
-            paths += [Path(p) for p in read_path_list(item)]
+            paths = [Path(p) for p in read_path_list(item)]
+            groups = _csv_groups(item, group_columns) if group_columns else [None] * len(paths)
+            resolved += list(zip(paths, groups))
         elif item.exists():
-            paths.append(item)
+            resolved.append((item, None))
         else:
             raise EarmarkError(f"input not found: {item}")
-    return paths
+    return resolved
+
+
+def _csv_groups(csv_path: Path, group_columns: Sequence[str]) -> list[Optional[str]]:
+    """The group of each row `read_path_list` keeps (rows with a path), or None everywhere."""
+    from earmark.data.sources import COLUMN_ALIASES, _read_metadata  # the same reading as read_path_list
+    from earmark.personalization import group_names
+
+    meta = _read_metadata(csv_path)
+    by_lower = {column.lower(): column for column in meta.columns}
+    path_column = next(by_lower[a] for a in COLUMN_ALIASES["path"] if a in by_lower)
+    meta = meta[meta[path_column].notna()]
+    column = next((by_lower[c.lower()] for c in group_columns if c.lower() in by_lower), None)
+    return group_names(meta[column]) if column is not None else [None] * len(meta)
 
 
 @dataclass
@@ -56,8 +78,15 @@ class FilePredictions:
     bad_files: pd.DataFrame  # path, reason
 
 
+Groups = Union[str, Sequence[Optional[str]], None]  # one group for all inputs, one per input, or none
+
+
 class Predictor:
-    """A trained front-end + model on one device. `predict_waves` is the core; files go through it."""
+    """A trained front-end + model on one device. `predict_waves` is the core; files go through it.
+
+    A personalized run's model takes a group (e.g. the speaker) per input; without one, or with one
+    it never saw in training, it predicts exactly as its base model.
+    """
 
     def __init__(self, module, device: str = "cpu") -> None:
         import torch
@@ -82,15 +111,41 @@ class Predictor:
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
 
-    def predict_waves(self, waves: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """waves (N, n_samples) float32 → probabilities (N, n_classes)."""
+    @property
+    def uses_groups(self) -> bool:
+        return bool(getattr(self.module, "uses_groups", False))
+
+    @property
+    def known_groups(self) -> list[str]:
+        """The groups the model was personalized for (its training split's); empty for other models."""
+        return list(self.module.model.groups_) if self.uses_groups else []
+
+    def _group_ids(self, groups: Groups, n: int):
+        """(n,) int64 ids on the device, or None when no groups are given."""
+        if groups is None:
+            return None
+        if not self.uses_groups:
+            raise EarmarkError("this run's model takes no groups (only model.name=personalized does); "
+                               "predict without a group")
+        names = [groups] * n if isinstance(groups, str) else list(groups)
+        if len(names) != n:
+            raise EarmarkError(f"got {len(names)} groups for {n} inputs; give one group per input or one for all")
+        return self.module.model.group_ids(names).to(self.device)
+
+    def predict_waves(self, waves: np.ndarray, groups: Groups = None, *, batch_size: int = 256) -> np.ndarray:
+        """waves (N, n_samples) float32 → probabilities (N, n_classes).
+
+        groups: for a personalized run, a group name per wave (None: unknown) or one name for all.
+        """
         torch = self.torch
+        group_ids = self._group_ids(groups, len(waves))
         outputs = []
         with torch.inference_mode():
             for start in range(0, len(waves), batch_size):
                 batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
                                         device=self.device)
-                outputs.append(torch.softmax(self.module(batch).float(), dim=1).cpu().numpy())
+                batch_groups = None if group_ids is None else group_ids[start:start + batch_size]
+                outputs.append(torch.softmax(self.module(batch, batch_groups).float(), dim=1).cpu().numpy())
         if not outputs:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(outputs)
@@ -112,23 +167,34 @@ class Predictor:
         return fitted, hop / contract.sample_rate_hz
 
     def predict_files(self, paths: Iterable[Path], top_k: int = 3, chunk_s: float | None = None,
-                      hop_s: float | None = None, batch_size: int = 256) -> FilePredictions:
+                      hop_s: float | None = None, batch_size: int = 256, groups: Groups = None) -> FilePredictions:
+        """groups (personalized runs): one group per path, or one for all; the rows then tell the group
+        used and whether the model was personalized for it."""
         from earmark.data.audio import AudioError
 
+        paths = list(paths)
+        if groups is not None:
+            self._group_ids(groups, len(paths))  # checked before any decoding
+            groups = [groups] * len(paths) if isinstance(groups, str) else list(groups)
         labels = np.asarray(self.labels)
         top_k = max(1, min(top_k, len(labels)))
+        known = set(self.known_groups)
         file_rows, chunk_rows, bad = [], [], []
-        for path in paths:
+        for index, path in enumerate(paths):
             try:
                 segments, step_s = self._segments(Path(path), chunk_s, hop_s)
             except AudioError as exc:
                 bad.append({"path": str(path), "reason": str(exc)})
                 continue
-            probabilities = self.predict_waves(segments, batch_size)  # (n_chunks, C)
+            group = None if groups is None else groups[index]
+            probabilities = self.predict_waves(segments, None if group is None else [group] * len(segments),
+                                               batch_size=batch_size)  # (n_chunks, C)
             mean = probabilities.mean(axis=0)
             order = np.argsort(-mean)[:top_k]
             row = {"path": str(path), "label": labels[order[0]], "probability": float(mean[order[0]]),
                    "n_chunks": len(segments)}
+            if self.uses_groups:
+                row.update(group=group, personalized=group in known)
             for rank, index in enumerate(order[1:], start=2):
                 row[f"top{rank}_label"] = labels[index]
                 row[f"top{rank}_probability"] = float(mean[index])

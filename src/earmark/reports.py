@@ -120,3 +120,36 @@ def plot_augmentations(waves, frontend, augmenter, labels, path: Path, generator
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_personalization(summary: dict[str, Any], path: Path) -> Path:
+    """Per-group test accuracy of the base model beside the personalized one (`personalization.json`).
+
+    Groups the training split never had are marked "(unseen)": they get the base model unchanged.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_group = summary["per_group"]
+    names = list(per_group)
+    before = [per_group[name]["basic_accuracy"] for name in names]
+    after = [per_group[name]["personalized_accuracy"] for name in names]
+    ticks = [f"{name}\n(n={per_group[name]['n_clips']})" + ("" if per_group[name]["seen_in_training"]
+                                                             else "\n(unseen)") for name in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(5.0, min(30.0, 0.7 * len(names) + 2)), 4.2))
+    ax.bar(x - 0.2, before, 0.4, label=f"base model ({summary['basic_accuracy']:.3f} overall)", color="#9aa5b1")
+    ax.bar(x + 0.2, after, 0.4, label=f"personalized ({summary['personalized_accuracy']:.3f} overall)",
+           color="#2b6cb0")
+    ax.set_xticks(x, ticks, fontsize=8 if len(names) > 12 else 9, rotation=90 if len(names) > 20 else 0)
+    ax.set_ylim(0, 1.22)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"Accuracy per {summary['group_column']}: before and after personalization")
+    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

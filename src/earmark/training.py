@@ -24,7 +24,8 @@ from earmark.config import AugmentConfig, Config, FeaturesConfig, TrainConfig
 from earmark.contract import InputContract
 from earmark.features import build_frontend
 from earmark.losses import ClassificationLoss
-from earmark.models.registry import create_model
+from earmark.errors import EarmarkError
+from earmark.models.registry import MODELS, create_model
 from earmark.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
@@ -85,7 +86,8 @@ class AudioClassifier(L.LightningModule):
 
     def __init__(self, contract: dict[str, Any], model_name: str, model_params: dict[str, Any],
                  train: dict[str, Any], augment: dict[str, Any] | None = None, seed: int = 0,
-                 class_weights: list[float] | None = None, monitor: str = "val_loss") -> None:
+                 class_weights: list[float] | None = None, monitor: str = "val_loss",
+                 groups: list[str] | None = None, adapt: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.contract = InputContract.from_dict(contract)
@@ -100,6 +102,13 @@ class AudioClassifier(L.LightningModule):
         if self.stack_views:
             input_shape = (2,) + tuple(input_shape[1:])
         self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
+        self.uses_groups = MODELS.entry(model_name).needs_groups
+        self.adapt = adapt
+        if self.uses_groups:
+            self.model.fit_groups(groups or [])
+            self.model.set_adapting(adapt)
+        elif groups is not None or adapt:
+            raise EarmarkError(f"model '{model_name}' takes no groups; only models registered with needs_groups do")
         cfg = self.train_cfg
         self.criterion = ClassificationLoss(cfg.loss, cfg.focal_gamma, class_weights, cfg.label_smoothing)
         self.epoch_metrics = EpochMetrics(len(self.contract.labels))
@@ -113,9 +122,10 @@ class AudioClassifier(L.LightningModule):
         features = self.frontend(waves)
         return torch.cat([features, features], dim=1) if self.stack_views else features
 
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        """waves (B, n_samples) → logits (B, n_classes)."""
-        return self.model(self.features(waves))
+    def forward(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """waves (B, n_samples), groups (B,) int64 ids or None → logits (B, n_classes)."""
+        features = self.features(waves)
+        return self.model(features) if groups is None else self.model(features, groups)
 
     def configure_model(self) -> None:
         """Training-speed settings, applied by the Trainer only (a model loaded to predict stays eager)."""
@@ -124,18 +134,18 @@ class AudioClassifier(L.LightningModule):
         if self.train_cfg.compile and getattr(self.model, "_compiled_call_impl", None) is None:
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
 
-    def _run_model(self, features: torch.Tensor) -> torch.Tensor:
+    def _run_model(self, features: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         if self.train_cfg.channels_last and features.dim() == 4:
             features = features.contiguous(memory_format=torch.channels_last)
-        return self.model(features)
+        return self.model(features) if groups is None else self.model(features, groups)
 
     def _augment_generator(self, batch_idx: int) -> torch.Generator:
         """A generator for this batch alone: runs resumed mid-epoch and every DDP rank draw their own."""
         key = [self.seed, self.global_rank, self.current_epoch, batch_idx]
         return torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
 
-    def _training_logits(self, waves: torch.Tensor, targets: torch.Tensor, batch_idx: int
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _training_logits(self, waves: torch.Tensor, targets: torch.Tensor, batch_idx: int,
+                         groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented training pass: waveform aug → front-end → SpecAugment → (clean + augmented views)
         → mix → model. Returns (logits, mixed loss)."""
         generator = self._augment_generator(batch_idx)
@@ -144,16 +154,17 @@ class AudioClassifier(L.LightningModule):
         if self.stack_views:
             features = stack_views(self.frontend(waves), features)  # (B, 2, ...)
         features, targets_a, targets_b, lam = self.augmenter.mix(features, targets, generator)
-        logits = self._run_model(features)
+        logits = self._run_model(features, groups)  # a mixed clip keeps the group of its first clip
         return logits, mixed_loss(self.criterion, logits, targets_a, targets_b, lam)
 
-    def _common_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, stage: str) -> torch.Tensor:
-        waves, targets = batch  # (B, n_samples), (B,)
+    def _common_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, stage: str) -> torch.Tensor:
+        waves, targets = batch[0], batch[1]  # (B, n_samples), (B,)
+        groups = batch[2] if len(batch) > 2 and self.adapt else None  # (B,) group ids, used in phase 2 only
         if stage == "train" and self.augmenter.active:
-            logits, loss = self._training_logits(waves, targets, batch_idx)
+            logits, loss = self._training_logits(waves, targets, batch_idx, groups)
             per_clip = loss.detach().expand(len(targets))  # train_loss: the mean objective, mixing included
         else:
-            logits = self._run_model(self.features(waves))
+            logits = self._run_model(self.features(waves), groups)
             # training uses the configured loss; evaluation plain cross-entropy, comparable across recipes
             per_clip = (self.criterion(logits, targets) if stage == "train"
                         else F.cross_entropy(logits.float(), targets, reduction="none"))

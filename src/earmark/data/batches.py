@@ -9,6 +9,9 @@ When the decoded clips fit `train.memory_budget_gb`, they are copied to the trai
 and every batch is a gather on the device: the loader yields index tensors only, so there is no
 per-item Python work on the hot path. Otherwise a DataLoader over the memory-mapped cache (workers,
 pinned memory) turns the same index batches into (waves, labels).
+
+Models that take groups (speaker-personalised ones) get batches of (waves, labels, group ids) on
+both paths; every other model gets the two-tuple.
 """
 
 from __future__ import annotations
@@ -109,21 +112,27 @@ class IndexBatches:
 
 
 class CachedRows(Dataset):
-    """Map-style view of memory-mapped rows: one batch of positions is one fancy-indexed read."""
+    """Map-style view of memory-mapped rows: one batch of positions is one fancy-indexed read.
 
-    def __init__(self, waves: np.ndarray, rows: np.ndarray, targets: np.ndarray) -> None:
-        self.waves, self.rows, self.targets = waves, rows, targets
+    Items are (wave, target), or (wave, target, group id) when `groups` (one id per row) is given.
+    """
+
+    def __init__(self, waves: np.ndarray, rows: np.ndarray, targets: np.ndarray,
+                 groups: np.ndarray | None = None) -> None:
+        self.waves, self.rows, self.targets, self.groups = waves, rows, targets, groups
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.waves[self.rows[index]])), int(self.targets[index])
+    def __getitem__(self, index: int) -> tuple:
+        item = (torch.from_numpy(np.array(self.waves[self.rows[index]])), int(self.targets[index]))
+        return item if self.groups is None else item + (int(self.groups[index]),)
 
-    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, ...]:
         positions = np.asarray(positions)
         waves = np.asarray(self.waves[self.rows[positions]], dtype=np.float32)  # (B, n_samples)
-        return torch.from_numpy(waves), torch.from_numpy(self.targets[positions]).long()
+        batch = (torch.from_numpy(waves), torch.from_numpy(self.targets[positions]).long())
+        return batch if self.groups is None else batch + (torch.from_numpy(self.groups[positions]).long(),)
 
 
 def _whole_batch(batch):
@@ -175,20 +184,24 @@ def class_balanced_weights(targets: np.ndarray, labels: list[str]) -> np.ndarray
 
 
 class AudioDataModule(L.LightningDataModule):
-    """Train/val/test batches of (waves (B, n_samples) float32, targets (B,) int64).
+    """Train/val/test batches of (waves (B, n_samples) float32, targets (B,) int64), plus group ids
+    (B,) int64 as a third element when `groups` is given.
 
-    `rows[split]` are row numbers into `waves` (the cache memmap), `targets[split]` class ids.
+    `rows[split]` are row numbers into `waves` (the cache memmap), `targets[split]` class ids,
+    `groups[split]` (optional) a group id per clip (-1: no group, or one unseen in training).
     `sampler` is "shuffle" or "weighted" (classes drawn equally often; needs `labels`);
     `overfit` makes the train loader one fixed batch.
     """
 
     def __init__(self, waves: np.ndarray, rows: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                  batch_size: int, seed: int, memory_budget_gb: float, num_workers: int = 0,
-                 sampler: str = "shuffle", labels: list[str] | None = None, overfit: bool = False) -> None:
+                 sampler: str = "shuffle", labels: list[str] | None = None, overfit: bool = False,
+                 groups: dict[str, np.ndarray] | None = None) -> None:
         super().__init__()
         self.waves = waves
         self.rows = rows
         self.targets = targets
+        self.groups = groups
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
@@ -198,7 +211,7 @@ class AudioDataModule(L.LightningDataModule):
         used_rows = sum(len(r) for r in rows.values())
         self.bank_bytes = used_rows * waves.shape[1] * 4
         self.device_resident = self.bank_bytes <= memory_budget_gb * 1024**3
-        self._bank: tuple[torch.Tensor, torch.Tensor] | None = None  # (waves, targets), on CPU until first batch
+        self._bank: tuple[torch.Tensor, ...] | None = None  # (waves, targets[, groups]), on CPU until first batch
         self._offsets: dict[str, int] = {}
         self._train_loader: IndexBatches | StreamingBatches | None = None
         self._train_state_to_load: dict[str, Any] | None = None
@@ -215,6 +228,9 @@ class AudioDataModule(L.LightningDataModule):
             labels.append(self.targets[split])
             offset += len(split_rows)
         self._bank = (torch.from_numpy(np.concatenate(blocks)), torch.from_numpy(np.concatenate(labels)).long())
+        if self.groups is not None:
+            group_ids = np.concatenate([self.groups[split] for split in self.rows])
+            self._bank += (torch.from_numpy(group_ids).long(),)
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -232,7 +248,8 @@ class AudioDataModule(L.LightningDataModule):
         batches = IndexBatches(positions, self.batch_size, sampler, self.seed, weights, rank, world_size)
         if self.device_resident:
             return batches
-        dataset = CachedRows(self.waves, self.rows[split], self.targets[split])
+        dataset = CachedRows(self.waves, self.rows[split], self.targets[split],
+                             None if self.groups is None else self.groups[split])
         return StreamingBatches(dataset, batches, self.num_workers, self.seed)
 
     def train_dataloader(self):
@@ -260,15 +277,13 @@ class AudioDataModule(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         if isinstance(batch, torch.Tensor):  # index batch: gather on the device
-            waves, targets = self._bank_on(device)
             index = batch.to(device, non_blocking=True)
-            return waves[index], targets[index]
+            return tuple(column[index] for column in self._bank_on(device))  # (waves, targets[, groups])
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def _bank_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _bank_on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if self._bank is None:
             raise RuntimeError("the device-resident bank is built in setup(); call setup() first")
-        waves, targets = self._bank
-        if waves.device != device:
-            self._bank = (waves.to(device), targets.to(device))  # moved once, then reused
+        if self._bank[0].device != device:
+            self._bank = tuple(column.to(device) for column in self._bank)  # moved once, then reused
         return self._bank
