@@ -33,9 +33,14 @@ def test_help_lists_every_command_quickly(tmp_path):
     assert check.stdout.strip() == "False"  # heavy imports wait for the command that needs them
 
 
-def test_models_command(tmp_path):
+def test_models_command_lists_every_family_with_counts_and_weights(tmp_path):
     result = earmark("models", cwd=tmp_path)
-    assert result.returncode == 0 and "simple_cnn" in result.stdout and "wave_cnn" in result.stdout
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("simple_cnn", "wave_cnn", "lite_cnn", "cnn14", "resnet18", "densenet121", "inception_v3",
+                 "efficientnetv2_s", "timm:<name>", "cnn_gpt2", "wav2vec2", "ast", "personalized"):
+        assert name in result.stdout, name
+    assert "0.07 M" in result.stdout and "11.18 M" in result.stdout  # simple_cnn, resnet18 parameter counts
+    assert "Hugging Face hub" in result.stdout
 
 
 def test_unknown_key_and_missing_path_are_one_line_errors(tmp_path):

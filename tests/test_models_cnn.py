@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import timm
 import torch
 
 from earmark import api
@@ -193,8 +194,12 @@ def tone_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name, params", [("lite_cnn", []), ("cnn14", ["model.params.width_div=8"]),
-                                          ("resnet18", []), ("timm:mobilenetv3_small_050", [])])
+                                          ("resnet18", []), ("timm:mobilenetv3_small_050", ["local weights"])])
 def test_one_epoch_trains_and_the_run_predicts_what_it_saved(tone_data, tmp_path, name, params):
+    weights = tmp_path / "weights.pth"
+    if params == ["local weights"]:  # trained from a local file, which is gone by prediction time
+        torch.save(timm.create_model("mobilenetv3_small_050").state_dict(), weights)
+        params = [f"model.params.pretrained_path={weights}"]
     overrides = [f"runs_dir={tmp_path / 'runs'}", f"workspace={tmp_path / 'ws'}", "data.source=folder",
                  f"data.path={tone_data / 'tones'}", "data.sample_rate_hz=8000", "data.duration_s=0.5",
                  f"data.cache_dir={tone_data / 'cache'}", "data.workers=1", "split.val_fraction=0.2",
@@ -204,6 +209,7 @@ def test_one_epoch_trains_and_the_run_predicts_what_it_saved(tone_data, tmp_path
     result = api.train(config)
     saved = pd.read_csv(result.run_dir / "predictions.csv")
     assert len(saved) >= 3
+    weights.unlink(missing_ok=True)  # a checkpoint alone is enough to predict
     predictor = Predictor.from_run(result.run_dir, device="cpu")
     waves = np.concatenate([load_segments(path, config.data)[0] for path in saved["path"]])
     probabilities = predictor.predict_waves(waves)

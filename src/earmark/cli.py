@@ -189,18 +189,23 @@ def clean(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 
 
 @app.command()
-def models() -> None:
-    """List the registered models."""
+def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="also list each model's parameters")) -> None:
+    """List the registered models: input, parameter count, pretrained weights."""
     from rich.table import Table
 
-    from earmark.models.registry import list_models
+    from earmark.models.registry import DEFAULT_INPUT_SHAPES, describe_models
 
-    table = Table()
-    for column in ("name", "input", "parameters", "description"):
+    table = Table(caption="parameters counted for 10 classes at "
+                          + ", ".join(f"{k} {v}" for k, v in DEFAULT_INPUT_SHAPES.items()))
+    columns = ["name", "input", "parameters", "pretrained weights", "description"]
+    for column in columns + (["model.params"] if verbose else []):
         table.add_column(column)
-    for entry in list_models():
-        params = ", ".join(f"{k}={v}" for k, v in entry.param_defaults().items())
-        table.add_row(entry.name, entry.input_kind, params, entry.description)
+    for row in describe_models():
+        count = f"{row['parameters'] / 1e6:.2f} M" if row["parameters"] is not None else "-"
+        cells = [row["name"], row["input"], count, row["pretrained"], row["description"]]
+        if verbose:
+            cells.append(", ".join(f"{k}={v}" for k, v in row["params"].items()))
+        table.add_row(*cells)
     _console().print(table)
 
 

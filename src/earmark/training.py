@@ -102,6 +102,9 @@ class AudioClassifier(L.LightningModule):
         if self.stack_views:
             input_shape = (2,) + tuple(input_shape[1:])
         self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
+        offline_params = getattr(self.model, "offline_params", None)
+        if callable(offline_params):  # checkpoints rebuild the architecture offline; their weights replace it
+            self.hparams["model_params"] = offline_params(dict(model_params))
         self.uses_groups = MODELS.entry(model_name).needs_groups
         self.adapt = adapt
         if self.uses_groups:

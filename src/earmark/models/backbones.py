@@ -68,6 +68,10 @@ class TimmBackbone(PooledClassifier):
         self.weights_report_: Optional[str] = None  # set when a pretrained_path was loaded
         self._init_head(n_classes, dropout)
 
+    def offline_params(self, params: dict) -> dict:
+        """Params that rebuild this architecture with nothing fetched (weights come from the checkpoint)."""
+        return {**params, "pretrained": False, "pretrained_path": None}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n_bins, frames) → (B, num_features)."""
         if self.repeat_to_rgb:

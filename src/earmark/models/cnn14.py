@@ -60,6 +60,10 @@ class Cnn14(PooledClassifier):
         self._init_head(n_classes, dropout)
         self.weights_report_: Optional[str] = None  # set by load_panns_checkpoint
 
+    def offline_params(self, params: dict) -> dict:
+        """Params that rebuild this architecture without the PANNs file (weights come from the checkpoint)."""
+        return {**params, "checkpoint_path": None}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n_bins, frames) → (B, num_features)."""
         x = x.transpose(2, 3)  # (B, C, frames, n_bins): PANNs' orientation, so its 3x3 filters apply as trained

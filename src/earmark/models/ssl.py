@@ -58,6 +58,10 @@ class Wav2Vec2Classifier(PooledClassifier):
         self.num_features = hidden_size * (2 if pooling == "attention" else 1)
         self._init_head(n_classes, dropout)
 
+    def offline_params(self, params: dict) -> dict:
+        """Params that rebuild this architecture with nothing fetched (weights come from the checkpoint)."""
+        return {**params, "pretrained": False, "hf_config": self.wav2vec2.config.to_dict()}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, samples) → (B, num_features)."""
         wave = x.mean(dim=1)  # (B, samples)
@@ -91,9 +95,11 @@ def conv_frames(n_samples: int, kernels: list[int], strides: list[int]) -> int:
 
 def build_wav2vec2(pretrained: bool, model_name_or_path: str, hidden_size: int, num_layers: int, num_heads: int,
                    intermediate_size: int, conv_dim: Optional[list[int]], conv_kernel: Optional[list[int]],
-                   conv_stride: Optional[list[int]]) -> nn.Module:
+                   conv_stride: Optional[list[int]], hf_config: Optional[dict] = None) -> nn.Module:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+    if hf_config is not None:  # a trained model's architecture, from its checkpoint: nothing fetched
+        return Wav2Vec2Model(Wav2Vec2Config.from_dict(hf_config))
     quiet = dict(layerdrop=0.0, apply_spec_augment=False)
     if pretrained:
         source, is_local = hf_source(model_name_or_path, "model.params.model_name_or_path")
@@ -123,13 +129,13 @@ def wav2vec2(n_classes: int, input_shape: tuple[int, ...], model_name_or_path: s
              conv_kernel: Optional[list[int]] = None, conv_stride: Optional[list[int]] = None,
              freeze_feature_encoder: bool = True, trainable_layers: Optional[int] = None,
              pooling: Literal["mean", "attention"] = "mean", dropout: float = 0.1,
-             normalize_input: bool = True) -> Wav2Vec2Classifier:
+             normalize_input: bool = True, hf_config: Optional[dict] = None) -> Wav2Vec2Classifier:
     check_choice("model.params.pooling", pooling, WAV2VEC2_POOLINGS)
     if trainable_layers is not None and not freeze_feature_encoder:
         raise EarmarkError("model.params.trainable_layers trains only the top layers, so the feature encoder stays "
                            "frozen; drop freeze_feature_encoder=false, or set trainable_layers=null to train all")
     encoder = build_wav2vec2(pretrained, model_name_or_path, hidden_size, num_layers, num_heads, intermediate_size,
-                             conv_dim, conv_kernel, conv_stride)
+                             conv_dim, conv_kernel, conv_stride, hf_config)
     config = encoder.config
     n_layers = len(encoder.encoder.layers)
     if trainable_layers is not None and not 0 <= trainable_layers <= n_layers:
@@ -152,6 +158,10 @@ class ASTClassifier(PooledClassifier):
         self.num_features = encoder.config.hidden_size
         self._init_head(n_classes, dropout)
 
+    def offline_params(self, params: dict) -> dict:
+        """Params that rebuild this architecture with nothing fetched (weights come from the checkpoint)."""
+        return {**params, "pretrained": False, "hf_config": self.ast.config.to_dict()}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, n_mels, frames) → (B, hidden_size): the mean of AST's CLS and distillation tokens."""
         spectrogram = x.mean(dim=1).transpose(1, 2)  # (B, frames, n_mels), as ASTModel expects
@@ -171,8 +181,11 @@ def keep_first_time_positions(encoder: nn.Module, frames: int) -> None:
 
 
 def build_ast(pretrained: bool, model_name_or_path: str, n_mels: int, frames: int, hidden_size: int,
-              num_layers: int, num_heads: int) -> nn.Module:
+              num_layers: int, num_heads: int, hf_config: Optional[dict] = None) -> nn.Module:
     from transformers import ASTConfig, ASTModel
+
+    if hf_config is not None:  # a trained model's architecture, from its checkpoint: nothing fetched
+        return ASTModel(ASTConfig.from_dict(hf_config))
 
     if not pretrained:
         if hidden_size % num_heads:
@@ -214,7 +227,8 @@ def check_ast_input(config, n_mels: int, frames: int, which: str) -> None:
                 description="Audio Spectrogram Transformer on the log-mel (pretrained: 128 mels, <= 1024 frames)")
 def audio_spectrogram_transformer(n_classes: int, input_shape: tuple[int, ...], model_name_or_path: str = AST_HUB_ID,
                                   pretrained: bool = False, hidden_size: int = 192, num_layers: int = 4,
-                                  num_heads: int = 4, dropout: float = 0.1) -> ASTClassifier:
+                                  num_heads: int = 4, dropout: float = 0.1,
+                                  hf_config: Optional[dict] = None) -> ASTClassifier:
     _, n_mels, frames = input_shape
-    encoder = build_ast(pretrained, model_name_or_path, n_mels, frames, hidden_size, num_layers, num_heads)
+    encoder = build_ast(pretrained, model_name_or_path, n_mels, frames, hidden_size, num_layers, num_heads, hf_config)
     return ASTClassifier(n_classes, encoder, dropout=dropout)

@@ -101,6 +101,11 @@ class CnnGPT2(PooledClassifier):
         groups[-1].append(self.gpt2.wpe)
         return groups
 
+    def offline_params(self, params: dict) -> dict:
+        """Params that rebuild this architecture with no download or local folder (weights come from the checkpoint)."""
+        config = {**self.gpt2.config.to_dict(), "vocab_size": 1}  # the word table is never read
+        return {**params, "pretrained": False, "gpt2_path": None, "hf_config": config}
+
     def set_epoch(self, epoch: int) -> None:
         """Apply the unfreezing schedule for `epoch`: a pure function of the epoch, so calling it twice,
         or first with a later epoch (a resumed run), gives the same state."""
@@ -117,9 +122,17 @@ def check_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def build_gpt2(pretrained: bool, gpt2_name: str, gpt2_path: Optional[str], n_layer: int, n_head: int,
-               n_embd: int, frames: int) -> nn.Module:
-    """GPT2Model from the hub / a local folder, or a small one from scratch sized for `frames` tokens."""
+               n_embd: int, frames: int, hf_config: Optional[dict] = None) -> nn.Module:
+    """GPT2Model from the hub / a local folder, or a small one from scratch sized for `frames` tokens.
+
+    `hf_config` (saved in checkpoints) rebuilds a trained model's architecture without fetching weights.
+    """
     from transformers import GPT2Config, GPT2Model
+
+    if hf_config is not None:
+        gpt2 = GPT2Model(GPT2Config.from_dict(hf_config))
+        gpt2.wte.requires_grad_(False)
+        return gpt2
 
     if gpt2_path is not None and not pretrained:
         raise EarmarkError("model.params.gpt2_path is set but model.params.pretrained is false; set "
@@ -153,10 +166,10 @@ def build_gpt2(pretrained: bool, gpt2_name: str, gpt2_path: Optional[str], n_lay
 def cnn_gpt2(n_classes: int, input_shape: tuple[int, ...], pretrained: bool = False, gpt2_name: str = "gpt2",
              gpt2_path: Optional[str] = None, n_layer: int = 4, n_head: int = 4, n_embd: int = 256,
              cnn_channels: int = 64, pooling: Literal["mean", "last"] = "mean", dropout: float = 0.1,
-             unfreeze_epochs: Optional[list[int]] = None) -> CnnGPT2:
+             unfreeze_epochs: Optional[list[int]] = None, hf_config: Optional[dict] = None) -> CnnGPT2:
     in_channels, n_bins, frames = input_shape
     check_choice("model.params.pooling", pooling, POOLINGS)
-    gpt2 = build_gpt2(pretrained, gpt2_name, gpt2_path, n_layer, n_head, n_embd, frames)
+    gpt2 = build_gpt2(pretrained, gpt2_name, gpt2_path, n_layer, n_head, n_embd, frames, hf_config)
     if unfreeze_epochs is not None:
         epochs = list(unfreeze_epochs)
         if not epochs or any(not isinstance(e, int) or e < 0 for e in epochs) or epochs != sorted(epochs):
