@@ -47,28 +47,16 @@ def resolve_grouped_inputs(inputs: Sequence[str | Path], group_columns: Sequence
             resolved += [(path, None) for path in found]
         elif item.suffix.lower() in (".csv", ".tsv") and item.is_file():
             from earmark.data.sources import read_path_list
+            from earmark.personalization import group_names
 
-            paths = [Path(p) for p in read_path_list(item)]
-            groups = _csv_groups(item, group_columns) if group_columns else [None] * len(paths)
-            resolved += list(zip(paths, groups))
+            paths, group_values = read_path_list(item, group_columns)
+            groups = group_names(group_values) if group_values is not None else [None] * len(paths)
+            resolved += list(zip(map(Path, paths), groups))
         elif item.exists():
             resolved.append((item, None))
         else:
             raise EarmarkError(f"input not found: {item}")
     return resolved
-
-
-def _csv_groups(csv_path: Path, group_columns: Sequence[str]) -> list[Optional[str]]:
-    """The group of each row `read_path_list` keeps (rows with a path), or None everywhere."""
-    from earmark.data.sources import COLUMN_ALIASES, _read_metadata  # the same reading as read_path_list
-    from earmark.personalization import group_names
-
-    meta = _read_metadata(csv_path)
-    by_lower = {column.lower(): column for column in meta.columns}
-    path_column = next(by_lower[a] for a in COLUMN_ALIASES["path"] if a in by_lower)
-    meta = meta[meta[path_column].notna()]
-    column = next((by_lower[c.lower()] for c in group_columns if c.lower() in by_lower), None)
-    return group_names(meta[column]) if column is not None else [None] * len(meta)
 
 
 @dataclass

@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -107,15 +107,19 @@ def load_source(data: DataConfig, *, min_classes: int = 2) -> tuple[pd.DataFrame
     return table.sort_values("path", kind="stable").reset_index(drop=True), info
 
 
-def read_path_list(csv_path: Path) -> list[str]:
-    """The audio paths a CSV/TSV lists (path column detected as for data.source=csv), absolute."""
+def read_path_list(csv_path: Path, group_columns: Sequence[str] = ()) -> tuple[list[str], Optional[pd.Series]]:
+    """The audio paths a CSV/TSV lists (path column detected as for data.source=csv), absolute, and the
+    values of the first of `group_columns` it has (case-insensitive) for the same rows, or None."""
     meta = _read_metadata(Path(csv_path))
     by_lower = {column.lower(): column for column in meta.columns}
     column = next((by_lower[a] for a in COLUMN_ALIASES["path"] if a in by_lower), None)
     if column is None:
         raise EarmarkError(f"no path column found in {csv_path} (its columns are: {', '.join(meta.columns)}); "
                            f"name it one of {', '.join(COLUMN_ALIASES['path'])}")
-    return _absolute_paths(meta[column].dropna().astype(str), Path(csv_path).parent)
+    meta = meta[meta[column].notna()]
+    group_column = next((by_lower[c.lower()] for c in group_columns if c.lower() in by_lower), None)
+    groups = meta[group_column].reset_index(drop=True) if group_column is not None else None
+    return _absolute_paths(meta[column].astype(str), Path(csv_path).parent), groups
 
 
 def describe_source(data: DataConfig) -> str:
