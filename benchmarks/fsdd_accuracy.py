@@ -6,7 +6,8 @@ Splits measured (choose with --splits):
     speaker    stratified grouped split on the speaker column: test speakers never heard in training
     sample     the bundled demo (`earmark train` with no arguments)
 
-    python benchmarks/fsdd_accuracy.py [--data PATH] [--splits official speaker sample] [key=value ...]
+    python benchmarks/fsdd_accuracy.py [--data PATH] [key=value ...] [--splits official speaker sample]
+    (overrides go before --splits, e.g. `fsdd_accuracy.py model.name=lite_cnn --splits official`)
 """
 
 from __future__ import annotations
