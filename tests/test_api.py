@@ -129,3 +129,23 @@ def test_predict_reads_a_csv_list_with_relative_paths(trained, tmp_path):
     predictions = api.predict(result.run_dir, [listing])
     assert predictions.files["path"].tolist() == [str(root / "low" / "low_0.wav"), str(root / "high" / "high_1.wav")]
     assert predictions.bad_files.empty
+
+
+def test_evaluate_on_a_csv_scores_every_listed_file(trained, tmp_path):
+    result, _, root = trained
+    listing = tmp_path / "other_site.csv"
+    rows = [f"{root / label / f'{label}_{take}.wav'},{label}" for label in ("low", "high") for take in range(5)]
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    metrics = api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_csv")
+    assert metrics["n_clips"] == 10
+    assert set(metrics["per_class"]) == {"high", "low", "mid"}  # the run's classes, even if one is absent
+    assert metrics["per_class"]["mid"]["support"] == 0
+    assert len(pd.read_csv(tmp_path / "eval_csv" / "predictions.csv")) == 10
+
+
+def test_evaluate_refuses_classes_the_run_never_saw(trained, tmp_path):
+    result, _, root = trained
+    listing = tmp_path / "new_classes.csv"
+    listing.write_text(f"path,label\n{root / 'low' / 'low_0.wav'},whistle\n{root / 'low' / 'low_1.wav'},low\n")
+    with pytest.raises(EarmarkError, match="whistle"):
+        api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_bad")
