@@ -399,7 +399,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
     groups (personalized runs): one group (e.g. speaker) for every input, or one per resolved file;
     otherwise a CSV list's group column is used. Files without a known group get the base model.
     """
-    from earmark.data.sources import COLUMN_ALIASES
+    from earmark.data.metadata import COLUMN_ALIASES
     from earmark.predict import Predictor, resolve_grouped_inputs
 
     predictor = Predictor.from_run(run, device=device)

@@ -46,7 +46,7 @@ def resolve_grouped_inputs(inputs: Sequence[str | Path], group_columns: Sequence
                 raise EarmarkError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) under {item}")
             resolved += [(path, None) for path in found]
         elif item.suffix.lower() in (".csv", ".tsv") and item.is_file():
-            from earmark.data.sources import read_path_list
+            from earmark.data.metadata import read_path_list
             from earmark.personalization import group_names
 
             paths, group_values = read_path_list(item, group_columns)

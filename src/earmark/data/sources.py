@@ -21,31 +21,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
 from earmark.config import ColumnMap, DataConfig
+from earmark.data.metadata import (SPLIT_ALIASES, STANDARD_COLUMNS, absolute_paths, as_text, normalise_splits,
+                                   read_metadata, resolve_columns)
 from earmark.errors import EarmarkError
 
-STANDARD_COLUMNS = ("path", "label", "group", "fold", "split")
 SIDECAR_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".md", ".json", ".yaml", ".yml"})
-# Detected case-insensitively, first match wins (explicit data.columns.* always win).
-COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "path": ("file_path", "path", "filepath", "filename", "file", "file_name", "slice_file_name", "audio",
-             "audio_path", "wav"),
-    "label": ("label", "word", "class", "category", "classid", "class_id", "target", "digit"),
-    "group": ("speaker", "speaker_id", "group", "source", "recording", "fsid", "src_file", "actor", "client_id"),
-    "fold": ("fold",),
-    "split": ("split", "set", "subset", "partition"),
-}
-SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
-}
-DELIMITERS = (",", "\t", ";", "|")
 FSDD_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[^_]+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
 FSDD_TEST_TAKES = 5  # the data set's README: takes 0-4 of every digit and speaker are the test split
 
@@ -72,7 +58,7 @@ class Preset:
 
 
 def _urbansound_paths(meta: pd.DataFrame, columns: dict) -> pd.Series:
-    return "fold" + _as_text(meta[columns["fold"]]) + "/" + meta[columns["path"]].astype("str")
+    return "fold" + as_text(meta[columns["fold"]]) + "/" + meta[columns["path"]].astype("str")
 
 
 PRESETS = {
@@ -105,21 +91,6 @@ def load_source(data: DataConfig, *, min_classes: int = 2) -> tuple[pd.DataFrame
     table, info = loader(data)
     _check_classes(table, info.description, min_classes)
     return table.sort_values("path", kind="stable").reset_index(drop=True), info
-
-
-def read_path_list(csv_path: Path, group_columns: Sequence[str] = ()) -> tuple[list[str], Optional[pd.Series]]:
-    """The audio paths a CSV/TSV lists (path column detected as for data.source=csv), absolute, and the
-    values of the first of `group_columns` it has (case-insensitive) for the same rows, or None."""
-    meta = _read_metadata(Path(csv_path))
-    by_lower = {column.lower(): column for column in meta.columns}
-    column = next((by_lower[a] for a in COLUMN_ALIASES["path"] if a in by_lower), None)
-    if column is None:
-        raise EarmarkError(f"no path column found in {csv_path} (its columns are: {', '.join(meta.columns)}); "
-                           f"name it one of {', '.join(COLUMN_ALIASES['path'])}")
-    meta = meta[meta[column].notna()]
-    group_column = next((by_lower[c.lower()] for c in group_columns if c.lower() in by_lower), None)
-    groups = meta[group_column].reset_index(drop=True) if group_column is not None else None
-    return _absolute_paths(meta[column].astype(str), Path(csv_path).parent), groups
 
 
 def describe_source(data: DataConfig) -> str:
@@ -271,8 +242,8 @@ def _fsdd_from_names(recordings: Path) -> tuple[pd.DataFrame, SourceInfo]:
 def _table_from_metadata(csv_path: Path, explicit: ColumnMap, audio_root: Path, description: str,
                          relative_paths: Optional[Callable[[pd.DataFrame, dict], pd.Series]] = None,
                          ) -> tuple[pd.DataFrame, SourceInfo]:
-    meta = _read_metadata(csv_path)
-    columns = _resolve_columns(meta, explicit, csv_path)
+    meta = read_metadata(csv_path)
+    columns = resolve_columns(meta, explicit, csv_path)
     info = SourceInfo(description, columns=columns, ignored={})
     split_column = columns["split"]
     if split_column is not None and explicit.split is None and split_column.lower() != "split":
@@ -287,76 +258,18 @@ def _table_from_metadata(csv_path: Path, explicit: ColumnMap, audio_root: Path, 
     meta = meta[~missing_path & ~missing_label]
     relative = relative_paths(meta, columns) if relative_paths else meta[columns["path"]].astype("str")
     table = pd.DataFrame(index=meta.index)
-    table["path"] = pd.Series(_absolute_paths(relative, audio_root), index=meta.index, dtype="str")
+    table["path"] = pd.Series(absolute_paths(relative, audio_root), index=meta.index, dtype="str")
     for name in ("label", "group", "fold", "split"):
         source = columns[name]
-        table[name] = _as_text(meta[source]) if source else pd.Series(np.nan, index=meta.index, dtype="str")
+        table[name] = as_text(meta[source]) if source else pd.Series(np.nan, index=meta.index, dtype="str")
     if columns["split"]:
-        table["split"] = _normalise_splits(table["split"], columns["split"], csv_path)
+        table["split"] = normalise_splits(table["split"], columns["split"], csv_path)
     extras = meta.drop(columns=[c for c in STANDARD_COLUMNS if columns.get(c) == c and c in meta.columns])
     extras = extras.rename(columns={c: f"{c}_original" for c in STANDARD_COLUMNS if c in extras.columns})
     table = pd.concat([table, extras], axis=1)
     return _drop_duplicates(table, csv_path, info), info
 
 
-def _read_metadata(csv_path: Path) -> pd.DataFrame:
-    if csv_path.is_dir():
-        raise EarmarkError(f"data.path {csv_path} is a folder, but data.source=csv needs a CSV or TSV file; "
-                           "for one sub-folder per class set data.source=folder")
-    kind = "TSV" if csv_path.suffix.lower() in (".tsv", ".tab") else "CSV"
-    try:
-        raw = csv_path.read_bytes()
-    except OSError as exc:
-        raise EarmarkError(f"cannot read metadata file {csv_path}: {exc.strerror}; "
-                           "check the path and its permissions") from None
-    encoding = "utf-8-sig"
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError:
-        encoding, text = "latin-1", raw.decode("latin-1")
-    header = text.lstrip().split("\n", 1)[0]
-    sep = "\t" if kind == "TSV" else max(DELIMITERS, key=header.count)
-    try:
-        meta = pd.read_csv(csv_path, sep=sep, encoding=encoding, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise EarmarkError(f"metadata file {csv_path} is empty; it needs a header row (e.g. path,label) "
-                           "and one row per audio file") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[-1]
-        raise EarmarkError(f"metadata file {csv_path} could not be read as a {kind} ({reason}); check that "
-                           "every row has as many fields as the header") from None
-    meta.columns = [str(c).strip() for c in meta.columns]
-    if meta.empty:
-        raise EarmarkError(f"metadata file {csv_path} has a header ({', '.join(meta.columns)}) but no rows; "
-                           "add one row per audio file")
-    return meta
-
-
-def _resolve_columns(meta: pd.DataFrame, explicit: ColumnMap, csv_path: Path) -> dict[str, Optional[str]]:
-    by_lower: dict[str, str] = {}
-    for column in meta.columns:
-        by_lower.setdefault(column.lower(), column)
-    available = ", ".join(meta.columns)
-    columns: dict[str, Optional[str]] = {}
-    for name in STANDARD_COLUMNS:
-        wanted = getattr(explicit, name)
-        if wanted is not None:
-            found = wanted if wanted in meta.columns else by_lower.get(wanted.lower())
-            if found is None:
-                raise EarmarkError(f"data.columns.{name}={wanted!r} is not a column of {csv_path}; "
-                                   f"its columns are: {available}")
-            columns[name] = found
-            continue
-        candidates = [by_lower[a] for a in COLUMN_ALIASES[name] if a in by_lower]
-        if name == "label":  # `class` beats `classID`, `category` beats `target`
-            candidates.sort(key=lambda c: _is_numeric(meta[c]))
-        columns[name] = candidates[0] if candidates else None
-    for name in ("path", "label"):
-        if columns[name] is None:
-            common = ", ".join(COLUMN_ALIASES[name])
-            raise EarmarkError(f"no {name} column found in {csv_path} (its columns are: {available}); "
-                               f"name it one of {common}, or set data.columns.{name}=<column>")
-    return columns
 
 
 def _drop_duplicates(table: pd.DataFrame, csv_path: Path, info: SourceInfo) -> pd.DataFrame:
@@ -373,16 +286,6 @@ def _drop_duplicates(table: pd.DataFrame, csv_path: Path, info: SourceInfo) -> p
     info.ignored["repeated CSV rows (same file, same label)"] = list(table.loc[repeated, "path"])
     return table[~repeated]
 
-
-def _normalise_splits(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
-    lowered = values.str.strip().str.lower()
-    unknown = sorted(set(lowered.dropna()) - set(SPLIT_ALIASES))
-    if unknown:
-        accepted = ", ".join(SPLIT_ALIASES)
-        raise EarmarkError(f"column {column!r} of {csv_path} holds split values earmark does not know: "
-                           f"{', '.join(repr(v) for v in unknown[:10])}; use train, val or test (also accepted: "
-                           f"{accepted}), or point data.columns.split at another column")
-    return lowered.map(SPLIT_ALIASES).astype("str")
 
 
 def _check_classes(table: pd.DataFrame, description: str, min_classes: int) -> None:
@@ -412,26 +315,6 @@ def _existing(path: Optional[Path], field_name: str) -> Path:
         raise EarmarkError(f"{field_name} {path} does not exist; check the path (relative paths are relative "
                            f"to the config file, or to the current folder {Path.cwd()})")
     return path
-
-
-def _absolute_paths(relative: pd.Series, base: Path) -> list[str]:
-    base_text = os.path.abspath(os.path.expanduser(str(base)))
-    fix_separators = os.sep == "/"  # metadata written on Windows uses backslashes
-    cleaned = (p.strip().replace("\\", "/") if fix_separators else p.strip() for p in relative)
-    return [os.path.normpath(os.path.join(base_text, os.path.expanduser(p))) for p in cleaned]
-
-
-def _is_numeric(values: pd.Series) -> bool:
-    present = values.dropna()
-    return bool(len(present)) and bool(pd.to_numeric(present.astype("str"), errors="coerce").notna().all())
-
-
-def _as_text(values: pd.Series) -> pd.Series:
-    """Labels, groups and folds as str; whole floats lose their '.0' (1.0 -> '1'), NA stays NA."""
-    if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
-        values = values.astype("Int64")
-    text = values.astype("str").str.strip()
-    return text.where(text != "", np.nan).astype("str")
 
 
 _LOADERS: dict[str, Callable[[DataConfig], tuple[pd.DataFrame, SourceInfo]]] = {
