@@ -165,9 +165,8 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         config, run_dir, checkpoint = _resume_config(resume, config, overrides)
     else:
         config = _as_config(config, overrides)
-    check_config(config)
     check_schedule(config.train)
-    prepared = prepare(config, strict=strict, progress=config.train.progress)
+    prepared = prepare(config, strict=strict, progress=config.train.progress)  # checks the config first
     if not len(prepared.rows("train")):
         raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
     if resume is not None:

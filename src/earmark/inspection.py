@@ -91,8 +91,8 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
     from earmark.augment import stack_views
     from earmark.models.registry import create_model
 
-    prepared = api.prepare(config, overrides)
     config = api._as_config(config, overrides)
+    prepared = api.prepare(config)
     items, files = prepared.items, prepared.cache.files
     out_dir = Path(out_dir) if out_dir else config.workspace / "inspect" / config.split_key()
     out_dir.mkdir(parents=True, exist_ok=True)

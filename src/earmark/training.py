@@ -127,8 +127,7 @@ class AudioClassifier(L.LightningModule):
 
     def forward(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """waves (B, n_samples), groups (B,) int64 ids or None → logits (B, n_classes)."""
-        features = self.features(waves)
-        return self.model(features) if groups is None else self.model(features, groups)
+        return self._run_model(self.features(waves), groups)
 
     def configure_model(self) -> None:
         """Training-speed settings, applied by the Trainer only (a model loaded to predict stays eager)."""
@@ -167,7 +166,7 @@ class AudioClassifier(L.LightningModule):
             logits, loss = self._training_logits(waves, targets, batch_idx, groups)
             per_clip = loss.detach().expand(len(targets))  # train_loss: the mean objective, mixing included
         else:
-            logits = self._run_model(self.features(waves), groups)
+            logits = self(waves, groups)
             # training uses the configured loss; evaluation plain cross-entropy, comparable across recipes
             per_clip = (self.criterion(logits, targets) if stage == "train"
                         else F.cross_entropy(logits.float(), targets, reduction="none"))
