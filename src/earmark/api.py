@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -249,21 +248,20 @@ def _build_training(config: Config, prepared, overfit: bool, fit_normalization: 
 
 
 def _overfit_one_batch(config: Config, module, datamodule) -> RunResult:
-    from earmark.training import LossHistory, build_trainer, overfit_verdict
+    from earmark.training import LossHistory, build_trainer, overfit_verdict, quiet_fit
 
     history = LossHistory()
     trainer = build_trainer(config, None, has_validation=False, steps_per_epoch=1, overfit=True,
                             extra_callbacks=[history])
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(LeafSpec|overfit|does not have many workers).*")
+    with quiet_fit(r".*(overfit|does not have many workers).*"):
         trainer.fit(module, datamodule=datamodule)
     return RunResult(None, overfit_verdict(history.losses), time.perf_counter() - started)
 
 
 def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None
                       ) -> RunResult:
-    from earmark.training import build_trainer
+    from earmark.training import build_trainer, quiet_fit
 
     has_validation = len(prepared.rows("val")) > 0
     steps_per_epoch = -(-len(prepared.rows("train")) // config.train.batch_size)
@@ -271,10 +269,7 @@ def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Pat
     # a model that takes groups, resumed after its phase 1 finished, only runs phase 2 again
     phase_one_done = module.uses_groups and checkpoint is not None and _base_checkpoint(run_dir).is_file()
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty")
-        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
+    with quiet_fit():
         if not phase_one_done:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
     fit_seconds = time.perf_counter() - started

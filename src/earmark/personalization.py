@@ -93,12 +93,10 @@ def adapt(config: Config, module, datamodule, phase_one, run_dir: Path, phase_on
     """Phase 2 after `phase_one` (its Trainer) from its best weights, or from checkpoints/base.ckpt when
     `phase_one_done` (a resumed run). Writes checkpoints/base.ckpt (phase 1's best) and checkpoints/best.ckpt
     (the adapted model). Returns (run_dir as rank 0 names it, seconds, epochs)."""
-    import warnings
-
     import lightning as L
     import torch
 
-    from earmark.training import AudioClassifier, build_trainer
+    from earmark.training import AudioClassifier, build_trainer, quiet_fit
 
     if not run_dir.is_dir():  # a DDP rank other than 0: Lightning broadcast rank 0's checkpoint folder
         run_dir = Path(phase_one.checkpoint_callback.dirpath).parent
@@ -115,11 +113,7 @@ def adapt(config: Config, module, datamodule, phase_one, run_dir: Path, phase_on
     adapting.load_state_dict(torch.load(base_checkpoint, map_location="cpu", weights_only=False)["state_dict"])
     trainer = build_trainer(adapt_config, run_dir / ADAPT_DIR, has_validation, steps_per_epoch)
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated")
-        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty")
-        warnings.filterwarnings("ignore", message=".*is smaller than the logging interval")
-        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode")  # the frozen base, on purpose
+    with quiet_fit(r".*module\(s\) in eval mode"):  # the frozen base, on purpose
         trainer.fit(adapting, datamodule=datamodule)
     seconds = time.perf_counter() - started
     if trainer.is_global_zero:

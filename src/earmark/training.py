@@ -9,9 +9,11 @@ train loader (`data.batches.IndexBatches`), and augmentation draws from a genera
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import numpy as np
@@ -29,7 +31,22 @@ from earmark.models.registry import MODELS, create_model
 from earmark.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
+# Lightning warnings that say nothing about the user's run (earmark's loaders, folders and logging choices)
+EXPECTED_FIT_WARNINGS = (
+    r".*LeafSpec.*is deprecated",
+    r".*Checkpoint directory .* exists and is not empty",
+    r".*is smaller than the logging interval",
+)
 OVERFIT_TARGET_LOSS = 0.05  # "near zero" for the one-batch check, in nats
+
+
+@contextlib.contextmanager
+def quiet_fit(*extra_patterns: str) -> Iterator[None]:
+    """Around `trainer.fit`: hide EXPECTED_FIT_WARNINGS (and `extra_patterns`), nothing else."""
+    with warnings.catch_warnings():
+        for pattern in EXPECTED_FIT_WARNINGS + extra_patterns:
+            warnings.filterwarnings("ignore", message=pattern)
+        yield
 
 
 class EpochMetrics:
