@@ -133,7 +133,7 @@ class Predictor:
                 batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
                                         device=self.device)
                 batch_groups = None if group_ids is None else group_ids[start:start + batch_size]
-                outputs.append(torch.softmax(self.module(batch, batch_groups).float(), dim=1).cpu().numpy())
+                outputs.append(self.module.predict_probabilities(batch, batch_groups).cpu().numpy())
         if not outputs:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(outputs)

@@ -132,6 +132,9 @@ class AudioClassifier(L.LightningModule):
         cfg = self.train_cfg
         self.criterion = ClassificationLoss(cfg.loss, cfg.focal_gamma, class_weights, cfg.label_smoothing)
         self.epoch_metrics = EpochMetrics(len(self.contract.labels))
+        # fitted on the validation split after training (calibration); every predictor and export uses them
+        self.register_buffer("temperature_", torch.ones(()))  # probabilities = softmax(logits / temperature_)
+        self.register_buffer("reject_threshold_", torch.zeros(()))  # top probability below it → "unknown"; 0: off
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -145,6 +148,10 @@ class AudioClassifier(L.LightningModule):
     def forward(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """waves (B, n_samples), groups (B,) int64 ids or None → logits (B, n_classes)."""
         return self._run_model(self.features(waves), groups)
+
+    def predict_probabilities(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """waves (B, n_samples) → calibrated probabilities (B, n_classes): softmax(logits / temperature_)."""
+        return torch.softmax(self(waves, groups).float() / self.temperature_, dim=1)
 
     def configure_model(self) -> None:
         """Training-speed settings, applied by the Trainer only (a model loaded to predict stays eager)."""
@@ -244,6 +251,9 @@ class AudioClassifier(L.LightningModule):
         return torch.stack(gathered).cpu()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weights = checkpoint.get("state_dict", {})
+        for name in ("temperature_", "reject_threshold_"):  # checkpoints written before calibration existed
+            weights.setdefault(name, getattr(self, name).detach().clone())
         state = checkpoint.get("earmark_resume")
         if state is None or self._trainer is None:  # loading weights to predict: leave the RNG alone
             return
