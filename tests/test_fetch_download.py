@@ -1,0 +1,177 @@
+"""Downloads against a local server: retries, resume, skip-when-done, no overwrite, offline, Drive links."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from earmark.fetch.download import DownloadOptions, DownloadState, fetch_url
+from earmark.fetch.drive import download_drive_file, download_drive_folder
+from earmark.fetch.report import NO_NETWORK, FetchError
+from earmark.fetch.video import download_media
+
+from fetch_server import LocalServer, wav_bytes
+
+FAST = DownloadOptions(retries=2, backoff_s=0.0, timeout_s=5.0)
+
+
+@pytest.fixture
+def server():
+    local = LocalServer()
+    yield local
+    local.close()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Every host name lookup fails, as on a machine without network."""
+    def no_lookup(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+
+
+def test_a_finished_download_is_recorded_and_skipped_next_time(server, tmp_path):
+    body = wav_bytes(440, 0.5)
+    server.files["/clips/a%20b.wav"] = body
+    state = DownloadState(tmp_path)
+    path = fetch_url(server.url("/clips/a%20b.wav"), tmp_path, FAST, state)
+    assert path.read_bytes() == body and path.name.endswith("-a_b.wav")
+    assert not list(tmp_path.glob("*.part"))
+    again = fetch_url(server.url("/clips/a%20b.wav"), tmp_path, FAST, DownloadState(tmp_path))  # a new run
+    assert again == path and server.hits["/clips/a%20b.wav"] == 1  # no second request
+    assert DownloadState(tmp_path).entry(server.url("/clips/a%20b.wav"))["bytes"] == len(body)
+
+
+def test_transient_failures_are_retried_then_reported(server, tmp_path):
+    server.files["/flaky.wav"] = b"RIFF-data"
+    server.flaky["/flaky.wav"] = 2
+    path = fetch_url(server.url("/flaky.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    assert path.read_bytes() == b"RIFF-data" and server.hits["/flaky.wav"] == 3
+    server.files["/down.wav"] = b"x"
+    server.flaky["/down.wav"] = 10
+    with pytest.raises(FetchError, match=r"HTTP 503.*gave up after 3 attempts"):
+        fetch_url(server.url("/down.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch_url(server.url("/missing.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    assert server.hits["/missing.wav"] == 1  # a 404 is not retried
+
+
+def test_a_broken_transfer_resumes_with_a_range_request(server, tmp_path):
+    body = bytes(range(256)) * 400
+    server.files["/big.bin"] = body
+    server.truncate_once.add("/big.bin")
+    path = fetch_url(server.url("/big.bin"), tmp_path, FAST, DownloadState(tmp_path))
+    assert path.read_bytes() == body
+    assert server.range_requests == [("/big.bin", f"bytes={len(body) // 2}-")]
+
+
+def test_a_server_without_range_support_restarts_cleanly(server, tmp_path):
+    body = b"0123456789" * 1000
+    server.files["/plain.bin"] = body
+    server.truncate_once.add("/plain.bin")
+    server.no_range.add("/plain.bin")
+    assert fetch_url(server.url("/plain.bin"), tmp_path, FAST, DownloadState(tmp_path)).read_bytes() == body
+
+
+def test_an_existing_file_is_never_overwritten(server, tmp_path):
+    server.files["/a.wav"] = b"new"
+    first = fetch_url(server.url("/a.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    first.unlink()  # the user removed it; a stranger's file now takes its name
+    (tmp_path / "state.json").unlink()
+    first.write_bytes(b"mine")
+    with pytest.raises(FetchError, match="left untouched"):
+        fetch_url(server.url("/a.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    assert first.read_bytes() == b"mine"
+
+
+def test_unreachable_hosts_fail_with_one_clear_reason(server, tmp_path, offline):
+    with pytest.raises(FetchError) as caught:
+        fetch_url("https://example.org/a.wav", tmp_path, FAST, DownloadState(tmp_path))
+    assert caught.value.reason.startswith("cannot reach example.org: no network?")
+    with pytest.raises(FetchError, match=f"cannot reach www.youtube.com: {NO_NETWORK}"):
+        download_media("https://www.youtube.com/watch?v=abcdefghijk", tmp_path, FAST, DownloadState(tmp_path))
+    with pytest.raises(FetchError, match=f"cannot reach drive.google.com: {NO_NETWORK}"):
+        download_drive_folder("https://drive.google.com/drive/folders/1ZXEhzbLRLU1giKKRJkjm8N04cO_JoYE2",
+                              "1ZXEhzbLRLU1giKKRJkjm8N04cO_JoYE2", tmp_path, FAST, DownloadState(tmp_path))
+
+
+def test_a_refused_connection_is_retried_then_reported(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(FetchError, match="connection refused.*gave up after 2 attempts"):
+        fetch_url(f"http://127.0.0.1:{port}/a.wav", tmp_path, DownloadOptions(retries=1, backoff_s=0),
+                  DownloadState(tmp_path))
+
+
+def test_drive_file_links_direct_and_through_the_confirmation_page(server, tmp_path):
+    small, large = wav_bytes(300, 0.3), b"PK-pretend-zip" * 1000
+    server.drive["1SmallFileIdAbc"] = ("speech one.wav", small, "direct")
+    server.drive["1LargeFileIdXyz"] = ("harmful clips.zip", large, "confirm")
+    base = server.url("/drive")
+    state = DownloadState(tmp_path)
+    direct = download_drive_file("1SmallFileIdAbc", tmp_path, FAST, state, base)
+    assert direct.read_bytes() == small and direct.name.endswith("-speech_one.wav")
+    confirmed = download_drive_file("1LargeFileIdXyz", tmp_path, FAST, state, base)
+    assert confirmed.read_bytes() == large and confirmed.name.endswith("-harmful_clips.zip")
+    assert server.hits["/usercontent/download"] == 1
+    assert download_drive_file("1LargeFileIdXyz", tmp_path, FAST, DownloadState(tmp_path), base) == confirmed
+    assert server.hits["/usercontent/download"] == 1  # finished: not asked again
+
+
+def test_a_drive_file_not_shared_publicly_is_explained(server, tmp_path):
+    server.drive["1PrivateFileId00"] = ("secret.wav", b"", "private")
+    with pytest.raises(FetchError, match="Anyone with the link"):
+        download_drive_file("1PrivateFileId00", tmp_path, FAST, DownloadState(tmp_path), server.url("/drive"))
+    with pytest.raises(FetchError, match="HTTP 404"):
+        download_drive_file("1UnknownFileId00", tmp_path, FAST, DownloadState(tmp_path), server.url("/drive"))
+
+
+def test_drive_folders_go_through_gdown_and_its_errors_are_explained(tmp_path, monkeypatch):
+    """gdown itself needs drive.google.com; here it is replaced by a stand-in honouring its contract."""
+    import gdown
+
+    def fake_download_folder(url, output, quiet, use_cookies, resume, timeout=None, retries=0):
+        assert url.endswith("/drive/folders/1FolderIdAbcdef") and quiet and use_cookies is False and resume
+        files = []
+        for name in ("a.wav", "sub/b.wav"):
+            path = Path(output) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(wav_bytes(500, 0.2))
+            files.append(str(path))
+        return files
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])  # "online", without touching the network
+    monkeypatch.setattr(gdown, "download_folder", fake_download_folder)
+    state = DownloadState(tmp_path)
+    files = download_drive_folder("https://drive.google.com/drive/folders/1FolderIdAbcdef", "1FolderIdAbcdef",
+                                  tmp_path, FAST, state)
+    assert sorted(name for _, name in files) == ["a.wav", "sub/b.wav"]
+    assert all(path.is_file() and path.as_posix().endswith(name) for path, name in files)
+    monkeypatch.setattr(gdown, "download_folder", lambda **kwargs: pytest.fail("asked again"))
+    assert download_drive_folder("https://drive.google.com/drive/folders/1FolderIdAbcdef", "1FolderIdAbcdef",
+                                 tmp_path, FAST, DownloadState(tmp_path)) == files
+
+    def failing(**kwargs):
+        raise gdown.exceptions.FileURLRetrievalError("Cannot retrieve the folder information from the link.")
+
+    monkeypatch.setattr(gdown, "download_folder", failing)
+    with pytest.raises(FetchError, match="gdown could not fetch the Drive folder.*Cannot retrieve"):
+        download_drive_folder("https://drive.google.com/drive/folders/1OtherFolderId00", "1OtherFolderId00",
+                              tmp_path, FAST, DownloadState(tmp_path))
+
+
+def test_yt_dlp_reads_a_direct_media_url_from_the_local_server(server, tmp_path):
+    server.files["/media/engine.wav"] = wav_bytes(700, 0.4)
+    server.content_types["/media/engine.wav"] = "audio/wav"
+    url = server.url("/media/engine.wav")
+    path, title = download_media(url, tmp_path, FAST, DownloadState(tmp_path))
+    assert path.read_bytes() == server.files["/media/engine.wav"] and title == "engine"
+    requests = sum(server.hits.values())
+    assert download_media(url, tmp_path, FAST, DownloadState(tmp_path)) == (path, "engine")
+    assert sum(server.hits.values()) == requests  # finished: yt-dlp is not even started
+    with pytest.raises(FetchError, match="yt-dlp: .*404"):
+        download_media(server.url("/media/missing.wav"), tmp_path, FAST, DownloadState(tmp_path))
