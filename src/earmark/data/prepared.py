@@ -48,26 +48,46 @@ def sorted_labels(labels) -> list[str]:
 
 def prepare_data(config: Config, *, strict: bool = False, progress: bool = True) -> PreparedData:
     """Read metadata, decode what is not cached yet, assign and write splits."""
+    split_dir = config.workspace / "splits" / config.split_key()
+    items, labels, cache = decode_items(config, split_dir, strict=strict, progress=progress)
+    items = assign_splits(items, config.split, config.seed)
+    return with_splits(items, labels, cache, split_dir, config.split.group_by)
+
+
+def decode_items(config: Config, report_dir: Path, *, strict: bool = False, progress: bool = True
+                 ) -> tuple[pd.DataFrame, list[str], DecodedCache]:
+    """Metadata joined with the decode-once cache, before any split: (items, labels, cache).
+
+    One row per clip segment (`row` indexes `cache.waves`); `report_dir/bad_files.csv` lists the
+    files that could not be used. Cross-validation calls this once and splits the items per fold.
+    """
     table = load_table(config.data)
     cache = prepare_cache(table["path"].tolist(), config.data, workers=config.data.workers, progress=progress)
-    split_dir = config.workspace / "splits" / config.split_key()
-    split_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_bad_files(split_dir / "bad_files.csv")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_bad_files(report_dir / "bad_files.csv")
     if strict and len(cache.bad_files):
         raise EarmarkError(f"{len(cache.bad_files)} file(s) could not be used (--strict); reasons in "
-                           f"{split_dir / 'bad_files.csv'}, first: {cache.bad_files.iloc[0]['path']}: "
+                           f"{report_dir / 'bad_files.csv'}, first: {cache.bad_files.iloc[0]['path']}: "
                            f"{cache.bad_files.iloc[0]['reason']}")
     items = table.merge(cache.segments, on="path", how="inner", validate="one_to_many")
     if items.empty:
         raise EarmarkError(f"none of the {len(table)} audio files could be decoded; reasons in "
-                           f"{split_dir / 'bad_files.csv'}")
+                           f"{report_dir / 'bad_files.csv'}")
     labels = sorted_labels(items["label"])
     if len(labels) < 2:
         raise EarmarkError(f"only one class ('{labels[0]}') has usable audio; a classifier needs at least two "
-                           f"(check data.path and {split_dir / 'bad_files.csv'})")
-    items = assign_splits(items, config.split, config.seed)
-    stats = split_stats(items, config.split.group_by)
+                           f"(check data.path and {report_dir / 'bad_files.csv'})")
+    return items, labels, cache
+
+
+def with_splits(items: pd.DataFrame, labels: list[str], cache: DecodedCache, split_dir: Path,
+                group_key: str | None) -> PreparedData:
+    """Hand on `items` whose `split` column is already assigned (by `assign_splits`, or a
+    cross-validation fold): write train/val/test CSVs, split_stats.json and bad_files.csv to `split_dir`."""
+    stats = split_stats(items, group_key)
     stats["bad_files"] = int(len(cache.bad_files))
+    split_dir.mkdir(parents=True, exist_ok=True)
     write_splits(items, split_dir, stats)
+    cache.write_bad_files(split_dir / "bad_files.csv")
     return PreparedData(items=items.reset_index(drop=True), labels=labels, cache=cache, split_dir=split_dir,
                         stats=stats)

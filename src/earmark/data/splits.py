@@ -153,6 +153,56 @@ def kfold_assignments(items: pd.DataFrame, k: int, group_key: Optional[str], see
     return pd.Series(folds, index=items.index, name="cv_fold")
 
 
+def cv_folds(items: pd.DataFrame, k: Optional[int], group_key: Optional[str], fold_column: Optional[str],
+             seed: int) -> pd.Series:
+    """Fold name (str) per row for cross-validation, named so a folder `fold-<name>` reads well.
+
+    fold_column: the data's own folds (ESC-50's 5, UrbanSound8K's 10); `k`, when given, must match
+    their number. Otherwise `k` seeded folds "1".."k", stratified by label, never splitting a group
+    of `group_key` (the file path when None).
+    """
+    _require_columns(items)
+    if fold_column is None:
+        folds = kfold_assignments(items, k if k is not None else 5, group_key, seed)
+        return (folds + 1).astype("str").rename("cv_fold")
+    if fold_column not in items.columns:
+        raise EarmarkError(f"--fold-column {fold_column!r} is not a column of the metadata; available columns: "
+                           f"{', '.join(map(str, items.columns))} (the esc50/urbansound8k sources name theirs 'fold')")
+    missing = items[fold_column].isna().to_numpy()
+    if missing.any():
+        raise EarmarkError(f"{int(missing.sum())} of {len(items)} rows have no value in the {fold_column!r} column "
+                           f"(e.g. {items['path'].iloc[int(np.flatnonzero(missing)[0])]}); fill it in, or leave "
+                           "--fold-column out to compute folds with --folds K")
+    values = items[fold_column].astype("str").to_numpy(dtype=object)
+    names = sorted(set(values), key=_numeric_aware)
+    if len(names) < 2:
+        raise EarmarkError(f"the {fold_column!r} column has a single fold ({names[0]!r}); cross-validation needs "
+                           "at least 2: compute folds instead with --folds K")
+    if k is not None and k != len(names):
+        raise EarmarkError(f"--folds {k} does not match the {len(names)} folds of the {fold_column!r} column "
+                           f"({', '.join(names)}); leave --folds out to use them all")
+    return pd.Series(values, index=items.index, name="cv_fold", dtype="str")
+
+
+def cv_split(items: pd.DataFrame, folds: pd.Series, test_fold: str, group_key: Optional[str], val_fraction: float,
+             seed: int) -> np.ndarray:
+    """train / val / test per row for one cross-validation fold: test is `test_fold`; validation is
+    whole groups of `group_key` worth `val_fraction` of all rows carved from the other folds,
+    stratified, so no group sits in two of train, val and test."""
+    assigned = np.where(folds.astype("str").to_numpy() == str(test_fold), "test", "train").astype(object)
+    labels = items["label"].astype("str").to_numpy()
+    keys = group_keys(items, group_key).to_numpy()
+    _carve_val(assigned, labels, keys, val_fraction, seed, f"the folds other than {test_fold}")
+    return assigned
+
+
+def groups_in_several_folds(items: pd.DataFrame, folds: pd.Series, group_key: Optional[str]) -> list[str]:
+    """Groups of `group_key` whose rows sit in more than one fold (leakage between predefined folds)."""
+    pairs = pd.DataFrame({"key": group_keys(items, group_key).to_numpy(), "fold": folds.astype("str").to_numpy()})
+    per_key = pairs.drop_duplicates().groupby("key")["fold"].nunique()
+    return sorted(per_key.index[per_key > 1])
+
+
 # ---------------------------------------------------------------- the three rules
 
 

@@ -1,0 +1,91 @@
+"""Temperature scaling, calibration error and the rejection threshold, on synthetic logits."""
+
+import numpy as np
+import pytest
+
+from earmark.calibration import (choose_reject_threshold, coverage_curve, expected_calibration_error, fit_temperature,
+                                 logits_of, negative_log_likelihood, rejection_outcome, reliability_bins, softmax)
+
+
+def sampled(n: int, n_classes: int, true_temperature: float, seed: int = 0):
+    """Logits and labels drawn from softmax(logits / true_temperature): the model is over-confident by T."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (n, n_classes))
+    probabilities = softmax(logits, true_temperature)
+    cumulative = probabilities.cumsum(axis=1)
+    y = (rng.random(n)[:, None] > cumulative).sum(axis=1)
+    return logits, np.minimum(y, n_classes - 1)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0])
+def test_temperature_scaling_recovers_a_known_temperature_and_lowers_ece(true_temperature):
+    logits, y = sampled(4000, 5, true_temperature)
+    fitted = fit_temperature(logits, y)
+    assert fitted == pytest.approx(true_temperature, rel=0.1)
+    assert negative_log_likelihood(logits, y, fitted) < negative_log_likelihood(logits, y, 1.0)
+    before = expected_calibration_error(softmax(logits), y)
+    after = expected_calibration_error(softmax(logits, fitted), y)
+    assert after < before / 2 and after < 0.03
+
+
+def test_probabilities_are_enough_to_rescale():
+    """softmax(log p * T_old / T_new) equals softmax(logits / T_new): calibration works from probabilities."""
+    logits, _ = sampled(50, 4, 1.0)
+    stored = softmax(logits, 1.7)  # what a predictor with temperature_ 1.7 returns
+    assert np.allclose(softmax(logits_of(stored, 1.7), 2.5), softmax(logits, 2.5), atol=1e-9)
+    assert np.allclose(softmax(logits_of(stored, 1.7)), softmax(logits), atol=1e-9)
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_bins_count_every_clip():
+    probabilities = np.tile([0.75, 0.25], (8, 1))
+    y = np.array([0, 0, 0, 1] * 2)  # 75% correct at confidence 0.75
+    assert expected_calibration_error(probabilities, y) == pytest.approx(0.0)
+    assert expected_calibration_error(probabilities, np.ones(8, dtype=int)) == pytest.approx(0.75)
+    logits, labels = sampled(300, 3, 1.0)
+    bins = reliability_bins(softmax(logits), labels, 15)
+    assert sum(bins["counts"]) == 300 and len(bins["edges"]) == 16
+
+
+def test_rejection_threshold_meets_its_accuracy_target_on_validation_with_the_most_coverage():
+    logits, y = sampled(2000, 4, 1.0, seed=3)
+    probabilities = softmax(logits)
+    overall = (probabilities.argmax(axis=1) == y).mean()
+    target = min(0.95, overall + 0.1)
+    chosen = choose_reject_threshold(probabilities, y, target_accuracy=target)
+    assert chosen["met"] and 0 < chosen["threshold"] < 1
+    outcome = rejection_outcome(probabilities, y, chosen["threshold"])
+    assert outcome["accuracy_on_accepted"] >= target  # the target holds on the clips it was chosen on
+    assert outcome["coverage"] == pytest.approx(chosen["coverage"]) and chosen["coverage"] < 1
+    # no lower threshold (one more clip accepted) reaches the target
+    confidence = np.sort(probabilities.max(axis=1))[::-1]
+    next_lower = confidence[confidence < chosen["threshold"]].max()
+    assert rejection_outcome(probabilities, y, next_lower)["accuracy_on_accepted"] < target
+
+
+def test_coverage_target_and_unreachable_target():
+    logits, y = sampled(500, 3, 1.0, seed=4)
+    probabilities = softmax(logits)
+    chosen = choose_reject_threshold(probabilities, y, target_coverage=0.6)
+    assert chosen["coverage"] == pytest.approx(0.6, abs=0.01)
+    assert rejection_outcome(probabilities, y, chosen["threshold"])["coverage"] >= 0.6
+    wrong = (y + 1) % 3  # every prediction wrong: no threshold reaches 50%
+    impossible = choose_reject_threshold(np.eye(3)[wrong] * 0.9 + 0.1 / 3, y, target_accuracy=0.5)
+    assert not impossible["met"] and impossible["threshold"] == 0.0
+    curve = coverage_curve(probabilities, y)
+    assert curve["coverage"][-1] == 1.0 and curve["accuracy"][-1] == pytest.approx((probabilities.argmax(1) == y).mean())
+
+
+def test_write_calibration_replaces_the_buffers_atomically(tmp_path):
+    import torch
+
+    from earmark.scoring import write_calibration
+
+    checkpoint = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"temperature_": torch.tensor(1.0), "reject_threshold_": torch.tensor(0.0),
+                               "model.weight": torch.ones(2)}, "epoch": 3}, checkpoint)
+    write_calibration(checkpoint, 1.8, 0.42)
+    state = torch.load(checkpoint, weights_only=False)
+    assert float(state["state_dict"]["temperature_"]) == pytest.approx(1.8)
+    assert float(state["state_dict"]["reject_threshold_"]) == pytest.approx(0.42)
+    assert torch.equal(state["state_dict"]["model.weight"], torch.ones(2)) and state["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]

@@ -1,0 +1,188 @@
+"""Cross-validation on tiny synthetic tones: grouped folds, predefined folds, the summary, decode-once, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from earmark import api
+from earmark.config import load_config
+from earmark.data import cache as cache_module
+from earmark.data.audio import load_segments
+from earmark.errors import EarmarkError
+
+from conftest import TONES_HZ, tone_clip
+
+SPEAKERS = ("ann", "bob", "cy", "dee")
+N_FILES = len(TONES_HZ) * len(SPEAKERS) * 3
+
+
+def write_tone_table(root: Path) -> Path:
+    """3 tone classes × 4 speakers × 3 takes, 0.25 s at 8 kHz; metadata.csv with speaker and fold columns."""
+    rows = []
+    (root / "audio").mkdir(parents=True)
+    for class_index, (label, frequency) in enumerate(TONES_HZ.items()):
+        for speaker_index, speaker in enumerate(SPEAKERS):
+            for take in range(3):
+                name = f"audio/{label}_{speaker}_{take}.wav"
+                seed = class_index * 100 + speaker_index * 10 + take
+                sf.write(root / name, tone_clip(frequency, 8000, 0.25, seed), 8000)
+                rows.append({"path": name, "label": label, "speaker": speaker, "fold": speaker_index % 3 + 1})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    return root / "metadata.csv"
+
+
+def tiny_overrides(base: Path, metadata: Path) -> list[str]:
+    return [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=csv", f"data.path={metadata}",
+            "data.sample_rate_hz=8000", "data.duration_s=0.25", f"data.cache_dir={base / 'ws' / 'cache'}",
+            "data.workers=1", "split.val_fraction=0.2", "features.n_fft=256", "features.n_mels=16",
+            "model.params.width=4", "train.max_epochs=1", "train.batch_size=8", "train.lr=0.005",
+            "train.progress=false", "name=tones"]
+
+
+@pytest.fixture(scope="module")
+def grouped_cv(tmp_path_factory):
+    """One 3-fold CV grouped by speaker, counting every file the cache decodes."""
+    base = tmp_path_factory.mktemp("cv")
+    metadata = write_tone_table(base / "data")
+    config = load_config(overrides=tiny_overrides(base, metadata))
+    decoded: list[str] = []
+
+    def counting_load_segments(path, data):
+        decoded.append(str(path))
+        return load_segments(path, data)
+
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cache_module, "load_segments", counting_load_segments)
+        result = api.cv(config, folds=3, group_by="speaker", log=lines.append)
+    return result, config, decoded, lines
+
+
+def fold_tests(cv_dir: Path) -> dict[str, pd.DataFrame]:
+    return {path.parent.parent.name: pd.read_csv(path, dtype=str)
+            for path in sorted(cv_dir.glob("fold-*/splits/test.csv"))}
+
+
+def test_each_fold_is_a_complete_run_under_one_cv_folder(grouped_cv):
+    result, _, _, lines = grouped_cv
+    assert result.cv_dir.name == "tones-cv"
+    assert sorted(p.name for p in result.cv_dir.glob("fold-*")) == ["fold-1", "fold-2", "fold-3"]
+    for run in result.cv_dir.glob("fold-*"):
+        for name in ("config.yaml", "labels.json", "checkpoints/best.ckpt", "metrics.json", "predictions.csv",
+                     "report.md", "confusion.png", "splits/train.csv", "splits/val.csv", "splits/test.csv"):
+            assert (run / name).is_file(), f"{run.name}/{name}"
+    for name in ("cv_summary.json", "cv_report.md", "cv_report.html", "cv_confusion.png", "folds.csv",
+                 "config.yaml", "cv_plan.json"):
+        assert (result.cv_dir / name).is_file(), name
+    assert sum(line.startswith("fold ") and "accuracy" in line for line in lines) == 3  # a progress line per fold
+    html = (result.cv_dir / "cv_report.html").read_text()
+    assert "data:image/png;base64," in html and "Per fold" in html
+
+
+def test_test_folds_are_disjoint_cover_the_data_and_keep_speakers_apart(grouped_cv):
+    result, _, _, _ = grouped_cv
+    tests = fold_tests(result.cv_dir)
+    paths = [set(table["path"]) for table in tests.values()]
+    assert sum(len(p) for p in paths) == N_FILES and len(set().union(*paths)) == N_FILES  # disjoint and complete
+    speakers = [set(table["speaker"]) for table in tests.values()]
+    for i in range(len(speakers)):
+        for j in range(i + 1, len(speakers)):
+            assert not speakers[i] & speakers[j], "a speaker is in two folds' test sets"
+    for run in result.cv_dir.glob("fold-*"):  # nothing leaks into validation either
+        by_split = {s: set(pd.read_csv(run / "splits" / f"{s}.csv", dtype=str)["speaker"])
+                    for s in ("train", "val", "test")}
+        assert by_split["train"] and by_split["val"] and by_split["test"]
+        assert not (by_split["train"] & by_split["val"] or by_split["train"] & by_split["test"]
+                    or by_split["val"] & by_split["test"])
+        row = next(r for r in result.summary["per_fold"] if r["fold"] == run.name.removeprefix("fold-"))
+        assert row["held_out_groups"] == sorted(by_split["test"])
+
+
+def test_summary_mean_std_and_pooled_confusion_come_from_the_folds(grouped_cv):
+    result, _, _, _ = grouped_cv
+    summary = json.loads((result.cv_dir / "cv_summary.json").read_text())
+    fold_metrics = [json.loads((result.cv_dir / f"fold-{row['fold']}" / "metrics.json").read_text())
+                    for row in summary["per_fold"]]
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+        values = [m[metric] for m in fold_metrics]
+        assert summary[metric]["mean"] == pytest.approx(np.mean(values))
+        assert summary[metric]["std"] == pytest.approx(np.std(values, ddof=1))
+        assert [row[metric] for row in summary["per_fold"]] == values
+    pooled = np.asarray(summary["pooled"]["confusion"])
+    assert pooled.tolist() == np.sum([m["confusion"] for m in fold_metrics], axis=0).tolist()
+    assert pooled.sum() == N_FILES == summary["pooled"]["n_clips"]
+    assert summary["pooled"]["accuracy"] == pytest.approx(np.trace(pooled) / N_FILES)
+    assert [row["n_test"] for row in summary["per_fold"]] == [m["n_clips"] for m in fold_metrics]
+    assert any("tiny test set" in w for w in summary["warnings"])  # fold warnings are carried up
+    assert summary["total_seconds"] > 0
+    markdown = (result.cv_dir / "cv_report.md").read_text()
+    assert f"{summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}" in markdown
+
+
+def test_audio_is_decoded_once_for_all_folds(grouped_cv):
+    result, _, decoded, _ = grouped_cv
+    assert len(decoded) == N_FILES and len(set(decoded)) == N_FILES  # every file once, not once per fold
+    assert result.summary["decoded"] == {"n_decoded": N_FILES, "n_reused": 0}
+
+
+def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypatch):
+    result, _, _, _ = grouped_cv
+    (result.cv_dir / "fold-2" / "metrics.json").unlink()  # as if fold 2 was interrupted after its last epoch
+    calls = []
+    real_train = api.train
+
+    def counting_train(*args, **kwargs):
+        calls.append(kwargs.get("resume"))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(api, "train", counting_train)
+    resumed = api.cv(resume=result.cv_dir)
+    assert calls == [result.cv_dir / "fold-2"]  # only the unfinished fold ran, from its checkpoint
+    assert (result.cv_dir / "fold-2" / "metrics.json").is_file()
+    assert [r["reused"] for r in resumed.summary["per_fold"]] == [True, False, True]
+    assert resumed.summary["decoded"]["n_decoded"] == 0
+    for before, after in zip(result.summary["per_fold"], resumed.summary["per_fold"]):
+        assert before["accuracy"] == pytest.approx(after["accuracy"])
+    with pytest.raises(EarmarkError, match="folds=4"):
+        api.cv(resume=result.cv_dir, folds=4)
+
+
+def test_predefined_folds_from_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from earmark.cli import app
+
+    metadata = write_tone_table(tmp_path / "data")
+    config_path = tmp_path / "cv.yaml"
+    config_path.write_text(load_config(overrides=tiny_overrides(tmp_path, metadata)).to_yaml())
+    outcome = CliRunner().invoke(app, ["cv", str(config_path), "--fold-column", "fold", "--group-by", "speaker"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "accuracy" in outcome.output and " ± " in outcome.output
+    cv_dir = tmp_path / "runs" / "tones-cv"
+    table = pd.read_csv(metadata, dtype=str)
+    for fold, test in fold_tests(cv_dir).items():
+        expected = {p for p, f in zip(table["path"], table["fold"]) if f"fold-{f}" == fold}
+        assert {Path(p).relative_to(metadata.parent).as_posix() for p in test["path"]} == expected
+    summary = json.loads((cv_dir / "cv_summary.json").read_text())
+    assert [row["fold"] for row in summary["per_fold"]] == ["1", "2", "3"]
+    assert summary["decoded"]["n_decoded"] == N_FILES
+
+
+def test_bad_fold_options_fail_before_training(tmp_path):
+    metadata = write_tone_table(tmp_path / "data")
+    config = load_config(overrides=tiny_overrides(tmp_path, metadata))
+    with pytest.raises(EarmarkError, match="number of groups"):
+        api.cv(config, folds=5, group_by="speaker")  # 4 speakers cannot make 5 folds
+    with pytest.raises(EarmarkError, match="'session' is not a column"):
+        api.cv(config, fold_column="session")
+    with pytest.raises(EarmarkError, match="does not match the 3 folds"):
+        api.cv(config, folds=4, fold_column="fold")
+    with pytest.raises(EarmarkError, match="not a column"):
+        api.cv(config, group_by="room")
+    assert not (tmp_path / "runs").exists()  # nothing half-made left behind
