@@ -1,0 +1,130 @@
+"""HTTP serving under load: a real `earmark serve` process, a fixed number of concurrent requests.
+
+Starts `python -m earmark serve MODEL` on 127.0.0.1, waits for /health, then POSTs the same WAV clip
+to /predict from one client (200 requests), then --requests times from --concurrency client threads,
+and prints p50/p99 latency, throughput and errors. The reference, measured in the same run: the
+identical decode + predict work done in-process, one request at a time (`ModelService.predict`, no
+HTTP), so the ratios show what HTTP, multipart parsing and the thread pool add. With --onnx the run
+is also exported and the ONNX model is served and measured the same way.
+
+Without MODEL a tiny tone classifier is trained first (about 30 s on a laptop CPU).
+Client and server share the machine's cores, so the figures are a floor, not a capacity plan.
+
+    python benchmarks/serve_load.py [MODEL] [--requests 1000] [--concurrency 8] [--threads 1] [--onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RATE_HZ = 8000
+TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0}
+
+
+def tone(frequency_hz: float, rate_hz: int, duration_s: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate_hz * duration_s)) / rate_hz
+    wave = rng.uniform(0.2, 0.8) * np.sin(2 * np.pi * frequency_hz * t + rng.uniform(0, 2 * np.pi))
+    return (wave + rng.normal(0, 0.01, len(t))).astype(np.float32)
+
+
+def train_tiny_run(base: Path) -> Path:
+    """3 tone classes × 10 clips of 0.5 s at 8 kHz, simple_cnn width 4, 8 epochs."""
+    import soundfile as sf
+
+    from earmark import api
+
+    root = base / "tones"
+    for index, (label, frequency) in enumerate(TONES_HZ.items()):
+        (root / label).mkdir(parents=True)
+        for take in range(10):
+            sf.write(root / label / f"{take}.wav", tone(frequency, RATE_HZ, 0.5, index * 100 + take), RATE_HZ)
+    overrides = [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=folder", f"data.path={root}",
+                 f"data.sample_rate_hz={RATE_HZ}", "data.duration_s=0.5", f"data.cache_dir={base / 'ws' / 'cache'}",
+                 "data.workers=1", "features.n_fft=256", "features.n_mels=32", "model.params.width=4",
+                 "train.max_epochs=8", "train.batch_size=8", "train.lr=0.01", "train.scheduler=none",
+                 "augment.enabled=false", "train.progress=false", "name=serve-bench"]
+    return api.train(None, overrides).run_dir
+
+
+def wav_bytes(rate_hz: int, duration_s: float) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(TONES_HZ["mid"], rate_hz, duration_s, seed=1), rate_hz, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def in_process(model: Path, audio: bytes, threads: int | None, n: int) -> tuple[float, float]:
+    """(p50 ms, requests/s) of decode + predict without HTTP, one at a time: the reference."""
+    from earmark.serve import ModelService, load_model
+    from earmark.serve_audio import AudioRequest, ServeLimits
+
+    service = ModelService(load_model(model, threads), ServeLimits(), "reference", str(model))
+    request = AudioRequest(audio)
+    for _ in range(5):
+        service.predict(request, 3)
+    latencies = []
+    for _ in range(n):
+        started = time.perf_counter()
+        service.predict(request, 3)
+        latencies.append(time.perf_counter() - started)
+    return float(np.percentile(latencies, 50) * 1000), n / sum(latencies)
+
+
+def measure(model: Path, audio: bytes, args) -> None:
+    from earmark.serve_client import run_load, server_process
+
+    reference_ms, reference_per_s = in_process(model, audio, args.threads, n=min(args.requests, 300))
+    options = ["--threads", str(args.threads)] if args.threads else []
+    with server_process(model, options=[*options, "--log-level", "warning"]) as url:  # no access log
+        run_load(url, audio, n_requests=min(50, args.requests), concurrency=args.concurrency)  # warm-up
+        single = run_load(url, audio, n_requests=min(200, args.requests), concurrency=1)
+        report = run_load(url, audio, n_requests=args.requests, concurrency=args.concurrency)
+    print(f"{model}: {len(audio) / 1024:.0f} KiB WAV ({args.audio_s:g} s at {args.rate_hz} Hz) to /predict")
+    print(f"  in-process, sequential      p50 {reference_ms:6.1f} ms                {reference_per_s:6.1f} requests/s")
+    for name, result in (("HTTP, 1 client", single), (f"HTTP, {args.concurrency} concurrent", report)):
+        print(f"  {name + f' ({len(result.latencies_s) + len(result.errors)} req)':<31} "
+              f"p50 {result.percentile_ms(50):6.1f} ms  p99 {result.percentile_ms(99):6.1f} ms  "
+              f"{result.throughput_per_s:6.1f} requests/s  errors {len(result.errors)}")
+    print(f"  HTTP overhead: 1-client p50 / in-process p50 = {single.percentile_ms(50) / reference_ms:.1f}x; "
+          f"{args.concurrency}-client throughput / in-process = {report.throughput_per_s / reference_per_s:.2f}x")
+    for error in sorted(set(report.errors + single.errors))[:5]:
+        print(f"  error: {error}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", type=Path, help="run directory, .ckpt or model.onnx (default: train one)")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="the server's inference threads (--threads)")
+    parser.add_argument("--audio-s", type=float, default=1.0, help="length of the clip sent")
+    parser.add_argument("--rate-hz", type=int, default=16000, help="rate of the clip sent (resampled by the server)")
+    parser.add_argument("--onnx", action="store_true", help="also export the run and serve model.onnx")
+    args = parser.parse_args()
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    audio = wav_bytes(args.rate_hz, args.audio_s)
+    print(f"{os.cpu_count()} CPU cores shared by the server, the {args.concurrency} client threads and anything "
+          f"else running")
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model or train_tiny_run(Path(scratch))
+        measure(model, audio, args)
+        if args.onnx and model.suffix != ".onnx":
+            from earmark import api
+
+            onnx_model = api.export(model, Path(scratch) / "export", log=lambda *_: None).model_path
+            measure(onnx_model, audio, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""`earmark serve`: every endpoint, every kind of bad input, the limits, and a real server under load.
+
+One tiny tone classifier is trained once for the module; the app is exercised through FastAPI's
+TestClient, and once through a real `python -m earmark serve` process with concurrent clients.
+"""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from earmark import api
+from earmark.errors import EarmarkError
+from earmark.serve import create_app, load_model
+from earmark.serve_audio import ServeLimits
+
+from conftest import TONES_HZ, tone_clip
+
+RATE_HZ = 8000
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("serve")
+    root = base / "tones"
+    for class_index, (label, frequency) in enumerate(TONES_HZ.items()):
+        (root / label).mkdir(parents=True)
+        for take in range(10):
+            sf.write(root / label / f"{label}_{take}.wav", tone_clip(frequency, RATE_HZ, 0.5, class_index * 100 + take),
+                     RATE_HZ)
+    overrides = [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=folder", f"data.path={root}",
+                 f"data.sample_rate_hz={RATE_HZ}", "data.duration_s=0.5", f"data.cache_dir={base / 'ws' / 'cache'}",
+                 "data.workers=1", "split.val_fraction=0.2", "split.test_fraction=0.2", "features.n_fft=256",
+                 "features.n_mels=32", "model.params.width=4", "train.max_epochs=8", "train.batch_size=8",
+                 "train.lr=0.01", "train.scheduler=none", "augment.enabled=false", "train.progress=false",
+                 "name=tones"]
+    return api.train(None, overrides).run_dir
+
+
+@pytest.fixture(scope="module")
+def predictor(run_dir):
+    return load_model(run_dir, threads=1)
+
+
+@pytest.fixture(scope="module")
+def client(predictor, run_dir):
+    from fastapi.testclient import TestClient
+
+    app = create_app(predictor, ServeLimits(max_upload_bytes=2**20, max_duration_s=30.0, max_windows=100),
+                     model_name="tones", model_path=str(run_dir))
+    with TestClient(app) as test_client:  # raises on any unhandled server error, so a 500 fails the test
+        yield test_client
+
+
+def encoded(wave: np.ndarray, rate_hz: int = RATE_HZ, format: str = "WAV", subtype: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate_hz, format=format, subtype=subtype)
+    return buffer.getvalue()
+
+
+def tone(label: str, duration_s: float = 0.5, rate_hz: int = RATE_HZ, seed: int = 7) -> np.ndarray:
+    """A tone like the training clips (made at the model's rate, so with the same noise floor), then
+    resampled to `rate_hz`: the tiny model keys on that noise floor as much as on the pitch."""
+    from earmark.data.audio import resample
+
+    return resample(tone_clip(TONES_HZ[label], RATE_HZ, duration_s, seed), RATE_HZ, rate_hz)
+
+
+def assert_error(response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}, body
+    assert "Traceback" not in response.text
+    for word in words:
+        assert word in (body["error"] + str(body["detail"])), body
+    return body
+
+
+def test_health_and_labels_describe_the_model(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "tones" and health["backend"] == "torch"
+    assert (health["sample_rate_hz"], health["clip_s"], health["n_labels"]) == (RATE_HZ, 0.5, 3)
+    assert health["uptime_s"] >= 0 and health["limits"]["max_upload_bytes"] == 2**20
+    assert client.get("/labels").json()["labels"] == ["high", "low", "mid"]
+
+
+def test_predict_matches_earmark_predict_on_the_same_file(client, run_dir, tmp_path):
+    path = tmp_path / "low.wav"
+    sf.write(path, tone("low"), RATE_HZ)
+    expected = api.predict(run_dir, [path], top_k=3).files.iloc[0]
+    with open(path, "rb") as handle:
+        body = client.post("/predict?top_k=2", files={"file": ("low.wav", handle, "audio/wav")}).json()
+    assert body["label"] == expected["label"] == "low"
+    assert body["probability"] == pytest.approx(expected["probability"], abs=1e-5)
+    assert [row["label"] for row in body["top_k"]] == [expected["label"], expected["top2_label"]]
+    assert body["duration_s"] == pytest.approx(0.5) and body["sample_rate_hz"] == RATE_HZ
+    assert body["n_windows"] == 1 and body["rejected"] is False
+
+
+@pytest.mark.parametrize("format,subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", None), ("OGG", None),
+                                            ("MP3", None)])
+def test_every_encoded_format_is_decoded_mixed_and_resampled(client, format, subtype):
+    wave = tone("high", rate_hz=44100)
+    stereo = np.stack([wave, 0.5 * wave], axis=1)  # (n, 2)
+    response = client.post("/predict", files={"file": ("clip", encoded(stereo, 44100, format, subtype))})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["label"] == "high" and body["sample_rate_hz"] == 44100 and body["channels"] == 2
+    assert body["duration_s"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_raw_pcm_and_bare_file_bodies_give_the_file_upload_answer(client):
+    wave = tone("mid", rate_hz=16000)
+    as_file = client.post("/predict", files={"file": ("mid.wav", encoded(wave, 16000, subtype="FLOAT"))}).json()
+    f32 = client.post("/predict?rate_hz=16000&format=f32le", content=wave.astype("<f4").tobytes(),
+                      headers={"Content-Type": "application/octet-stream"}).json()
+    s16 = client.post("/predict?rate_hz=16000", content=(wave * 32767).astype("<i2").tobytes(),
+                      headers={"Content-Type": "application/octet-stream"}).json()
+    bare = client.post("/predict", content=encoded(wave, 16000, subtype="FLOAT"),
+                       headers={"Content-Type": "audio/wav"}).json()
+    assert as_file["label"] == f32["label"] == s16["label"] == bare["label"] == "mid"
+    assert f32["probability"] == pytest.approx(as_file["probability"], abs=1e-5)
+    assert bare["probability"] == pytest.approx(as_file["probability"], abs=1e-5)
+    assert s16["probability"] == pytest.approx(as_file["probability"], abs=1e-2)
+    stereo = np.stack([wave, wave], axis=1).astype("<f4").tobytes()  # interleaved frames
+    two = client.post("/predict?rate_hz=16000&format=f32le&channels=2", content=stereo,
+                      headers={"Content-Type": "application/octet-stream"}).json()
+    assert two["channels"] == 2 and two["probability"] == pytest.approx(as_file["probability"], abs=1e-5)
+
+
+def test_timeline_windows_follow_the_audio_and_aggregate(client):
+    audio = encoded(np.concatenate([tone("low", 1.5), tone("high", 1.5, seed=9)]))
+    body = client.post("/predict/timeline", files={"file": ("both.wav", audio)}).json()
+    assert (body["chunk_s"], body["hop_s"], body["n_windows"]) == (0.5, 0.5, 6)  # the model's clip by default
+    assert [row["label"] for row in body["windows"]] == ["low"] * 3 + ["high"] * 3
+    assert [(row["start_s"], row["end_s"]) for row in body["windows"][:2]] == [(0.0, 0.5), (0.5, 1.0)]
+    assert body["label"] in ("low", "high") and len(body["top_k"]) == 3
+    overlapping = client.post("/predict/timeline?chunk_s=1.0&hop_s=0.25", files={"file": ("both.wav", audio)}).json()
+    # 9 full windows, then the partial one at 2.25 s (it holds 0.75 s, at least half a window)
+    assert overlapping["n_windows"] == 10 and overlapping["windows"][-1] == {**overlapping["windows"][-1],
+                                                                             "start_s": 2.25, "end_s": 3.0}
+
+
+def wav_with_rate(rate_hz: int) -> bytes:
+    """A valid WAV whose header claims `rate_hz` (the byte rate is patched to match)."""
+    data = bytearray(encoded(tone("low"), subtype="PCM_16"))
+    data[24:28] = rate_hz.to_bytes(4, "little")
+    data[28:32] = (rate_hz * 2).to_bytes(4, "little")
+    return bytes(data)
+
+
+OCTET = {"Content-Type": "application/octet-stream"}
+BAD_REQUESTS = {  # name: (method kwargs, status, words in the error)
+    "garbage bytes": (dict(files={"file": ("x.wav", os.urandom(4000))}), 415, ["cannot decode"]),
+    "empty upload": (dict(files={"file": ("x.wav", b"")}), 400, ["empty"]),
+    "empty body": (dict(content=b"", headers=OCTET), 400, ["empty"]),
+    "missing file field": (dict(files={"audio": ("x.wav", encoded(tone("low")))}), 400, ["file"]),
+    "form without a file": (dict(files={"note": (None, "hello")}), 400, ["file"]),
+    "broken multipart": (dict(content=b"--nope\r\ngarbage",
+                              headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, []),
+    "urlencoded form": (dict(data={"note": "hello"}), 415, ["Content-Type"]),
+    "unsupported content type": (dict(content=b"hello", headers={"Content-Type": "text/plain"}), 415, ["Content-Type"]),
+    "rate 0": (dict(params={"rate_hz": 0}, content=b"\0" * 800, headers=OCTET), 422, ["sample rate"]),
+    "negative rate": (dict(params={"rate_hz": -16000}, content=b"\0" * 800, headers=OCTET), 422, ["sample rate"]),
+    "10 MHz rate": (dict(params={"rate_hz": 10_000_000}, content=b"\0" * 800, headers=OCTET), 422, ["sample rate"]),
+    "rate not a number": (dict(params={"rate_hz": "fast"}, content=b"\0" * 800, headers=OCTET), 422, ["rate_hz"]),
+    "file claiming 10 MHz": (dict(files={"file": ("x.wav", wav_with_rate(10_000_000))}), 422, ["sample rate"]),
+    "pcm format unknown": (dict(params={"rate_hz": 8000, "format": "u8"}, content=b"\0" * 800, headers=OCTET), 422,
+                           ["s16le"]),
+    "pcm without rate": (dict(params={"format": "s16le"}, content=b"\0" * 800, headers=OCTET), 422, ["rate_hz"]),
+    "pcm channels 0": (dict(params={"rate_hz": 8000, "channels": 0}, content=b"\0" * 800, headers=OCTET), 422,
+                       ["channel"]),
+    "truncated pcm": (dict(params={"rate_hz": 8000}, content=b"\0" * 801, headers=OCTET), 400, ["multiple"]),
+    "NaN pcm": (dict(params={"rate_hz": 8000, "format": "f32le"},
+                     content=np.full(4000, np.nan, dtype="<f4").tobytes(), headers=OCTET), 400, ["NaN"]),
+    "oversize upload": (dict(files={"file": ("x.wav", b"\0" * (2**20 + 10))}), 413, ["too large"]),
+    "too long audio": (dict(files={"file": ("x.wav", encoded(np.zeros(RATE_HZ * 31, np.float32)))}), 413,
+                       ["too long", "30"]),
+    "top_k 0": (dict(params={"top_k": 0}, files={"file": ("x.wav", encoded(tone("low")))}), 422, ["top_k"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_input_gets_a_json_4xx_and_the_server_stays_up(client, name):
+    kwargs, status, words = BAD_REQUESTS[name]
+    assert_error(client.post("/predict", **kwargs), status, *words)
+    assert client.get("/health").status_code == 200
+
+
+def test_bad_timeline_requests_and_unknown_routes(client):
+    audio = {"file": ("x.wav", encoded(tone("low", 2.0)))}
+    assert_error(client.post("/predict/timeline?chunk_s=-1", files=audio), 422, "chunk_s")
+    assert_error(client.post("/predict/timeline?chunk_s=0.5&hop_s=0.01", files=audio), 422, "too many windows")
+    assert_error(client.get("/nowhere"), 404)
+    assert_error(client.get("/predict"), 405)
+
+
+def test_a_streamed_body_is_cut_off_at_the_cap(client):
+    def chunks():  # no Content-Length: the cap must be enforced while reading
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    response = client.post("/predict?rate_hz=8000", content=chunks(), headers=OCTET)
+    assert "content-length" not in {key.lower() for key in response.request.headers}
+    assert_error(response, 413, "too large")
+
+
+class SlowPredictor:
+    """The real predictor, `delay_s` slower, optionally with a reject threshold."""
+
+    def __init__(self, inner, delay_s: float = 0.0, reject_threshold: float = 0.0):
+        self.inner, self.delay_s, self.reject_threshold = inner, delay_s, reject_threshold
+        self.labels, self.contract = inner.labels, inner.contract
+
+    def predict_waves(self, waves):
+        time.sleep(self.delay_s)
+        return self.inner.predict_waves(waves)
+
+
+def test_a_slow_request_times_out_with_504_and_a_busy_server_answers_503(predictor):
+    from fastapi.testclient import TestClient
+
+    limits = ServeLimits(request_timeout_s=0.3, max_pending=1)
+    app = create_app(SlowPredictor(predictor, delay_s=0.8), limits, model_name="slow")
+    audio = {"file": ("x.wav", encoded(tone("low")))}
+    with TestClient(app) as slow:
+        assert_error(slow.post("/predict", files=audio), 504, "timed out")
+        statuses = []
+        first = threading.Thread(target=lambda: statuses.append(slow.post("/predict", files=audio).status_code))
+        first.start()
+        time.sleep(0.1)
+        busy = slow.post("/predict", files=audio)
+        first.join()
+        assert_error(busy, 503, "busy")
+        assert statuses == [504] and slow.get("/health").status_code == 200
+
+
+def test_a_low_top_probability_is_labelled_unknown(predictor):
+    from fastapi.testclient import TestClient
+
+    app = create_app(SlowPredictor(predictor, reject_threshold=1.01), model_name="strict")
+    with TestClient(app) as strict:
+        body = strict.post("/predict", files={"file": ("x.wav", encoded(tone("low")))}).json()
+        windows = strict.post("/predict/timeline", files={"file": ("x.wav", encoded(tone("low", 1.0)))}).json()
+    assert body["label"] == "unknown" and body["rejected"] is True and body["top_k"][0]["label"] == "low"
+    assert {row["label"] for row in windows["windows"]} == {"unknown"}
+
+
+def test_limits_and_missing_models_are_checked_up_front(tmp_path):
+    with pytest.raises(EarmarkError, match="max_duration_s"):
+        ServeLimits(max_duration_s=0)
+    with pytest.raises(EarmarkError, match="max-upload-mb"):
+        ServeLimits.from_options(max_upload_mb=-1)
+    with pytest.raises(EarmarkError, match="model not found"):
+        api.create_app(tmp_path / "nothing")
+
+
+def test_the_cli_refuses_a_missing_model_and_a_busy_port(tmp_path, run_dir):
+    def serve(*args):
+        return subprocess.run([sys.executable, "-m", "earmark", "serve", *args], capture_output=True, text=True,
+                              timeout=120)
+
+    missing = serve(str(tmp_path / "nothing"), "--port", "1")
+    assert missing.returncode == 2 and "model not found" in missing.stderr and "Traceback" not in missing.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = serve(str(run_dir), "--port", str(taken.getsockname()[1]))
+    assert busy.returncode == 2 and "cannot listen" in busy.stderr and "Traceback" not in busy.stderr
+
+
+def test_an_exported_onnx_model_is_served_like_its_run(run_dir, client, tmp_path):
+    from fastapi.testclient import TestClient
+
+    onnx_path = api.export(run_dir, tmp_path / "export", log=lambda *_: None).model_path
+    assert onnx_path is not None and onnx_path.suffix == ".onnx"
+    audio = {"file": ("x.wav", encoded(tone("mid")))}
+    with TestClient(api.create_app(onnx_path)) as onnx_client:
+        health = onnx_client.get("/health").json()
+        served = onnx_client.post("/predict", files=audio).json()
+    torch_served = client.post("/predict", files=audio).json()
+    assert health["backend"] == "onnx" and health["n_labels"] == 3
+    assert served["label"] == torch_served["label"]
+    assert served["probability"] == pytest.approx(torch_served["probability"], abs=1e-3)
+
+
+def test_a_real_server_process_answers_concurrent_clients_without_errors(run_dir):
+    import httpx
+
+    from earmark.serve_client import run_load, server_process
+
+    audio = encoded(tone("low"))
+    with server_process(run_dir, options=["--threads", "1", "--max-upload-mb", "1"]) as url:
+        report = run_load(url, audio, n_requests=200, concurrency=8)
+        print(f"\nreal server, 200 requests from 8 threads: {report.summary()}")
+        assert report.errors == [] and len(report.latencies_s) == 200
+        garbage = httpx.post(f"{url}/predict", files={"file": ("x.wav", b"not audio" * 100)})
+        oversize = httpx.post(f"{url}/predict", files={"file": ("x.wav", b"\0" * (2**20 + 1))})
+        assert_error(garbage, 415) and assert_error(oversize, 413)
+        assert httpx.get(f"{url}/health").json()["model"] == "tones"
