@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from earmark.config import Config, load_config
+from earmark.config import Config, load_config, new_output_dir
 from earmark.errors import EarmarkError
 
 
@@ -79,17 +79,6 @@ def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] 
     return prepared
 
 
-def _new_run_dir(config: Config) -> Path:
-    name = config.name or f"{config.data.source}-{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = config.runs_dir / name
-    suffix = 1
-    while run_dir.exists():
-        run_dir = config.runs_dir / f"{name}-{suffix}"
-        suffix += 1
-    run_dir.mkdir(parents=True)
-    return run_dir
-
-
 def _is_launch_rank_zero() -> bool:
     """False in processes that a launcher (Lightning's DDP re-run, torchrun, SLURM) started for another
     rank: they train but never create or write the run directory (rank 0's checkpoints and logs hold all)."""
@@ -143,7 +132,8 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
 
 
 def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
-          resume: str | Path | None = None, overfit_batch: bool = False) -> RunResult:
+          resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
+          extra_callbacks: Sequence[Any] = ()) -> RunResult:
     """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory.
 
     resume: a run directory; training continues from its checkpoints/last.ckpt (mid-epoch too) and ends
@@ -154,6 +144,10 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
     A model that takes groups (model.name=personalized) trains in two phases, base then group
     embeddings (see `earmark.personalization`), and the run also holds personalization.json/.png;
     resumed after its phase 1 finished, it runs phase 2 again.
+
+    prepared: data already decoded and split by the caller (`PreparedData`, e.g. one cross-validation
+        fold from `earmark.crossval`); its split is used as is. extra_callbacks: more Lightning callbacks
+        for the fit (e.g. `earmark.tuning`'s pruning callback).
     """
     from earmark.optim import check_schedule
 
@@ -165,7 +159,10 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
     else:
         config = _as_config(config, overrides)
     check_schedule(config.train)
-    prepared = prepare(config, strict=strict, progress=config.train.progress)  # checks the config first
+    if prepared is None:
+        prepared = prepare(config, strict=strict, progress=config.train.progress)  # checks the config first
+    else:
+        check_config(config)
     if not len(prepared.rows("train")):
         raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
     if resume is not None:
@@ -176,13 +173,13 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
     primary = _is_launch_rank_zero()
     if resume is None:
         # other ranks never write; Lightning hands them rank 0's checkpoint folder
-        run_dir = _new_run_dir(config) if primary else config.runs_dir / "(set by rank 0)"
+        run_dir = new_output_dir(config) if primary else config.runs_dir / "(set by rank 0)"
         if primary:
             (run_dir / "labels.json").write_text(json.dumps(prepared.labels, indent=1))
             shutil.copytree(prepared.split_dir, run_dir / "splits")
     if primary:
         (run_dir / "config.yaml").write_text(config.to_yaml())  # on resume: the possibly longer max_epochs
-    return _fit_and_evaluate(config, prepared, module, datamodule, run_dir, checkpoint)
+    return _fit_and_evaluate(config, prepared, module, datamodule, run_dir, checkpoint, extra_callbacks)
 
 
 def _check_same_data(run_dir: Path, prepared) -> None:
@@ -259,13 +256,13 @@ def _overfit_one_batch(config: Config, module, datamodule) -> RunResult:
     return RunResult(None, overfit_verdict(history.losses), time.perf_counter() - started)
 
 
-def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None
-                      ) -> RunResult:
+def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None,
+                      extra_callbacks: Sequence[Any] = ()) -> RunResult:
     from earmark.training import build_trainer, quiet_fit
 
     has_validation = len(prepared.rows("val")) > 0
     steps_per_epoch = -(-len(prepared.rows("train")) // config.train.batch_size)
-    trainer = build_trainer(config, run_dir, has_validation, steps_per_epoch)
+    trainer = build_trainer(config, run_dir, has_validation, steps_per_epoch, extra_callbacks=list(extra_callbacks))
     # a model that takes groups, resumed after its phase 1 finished, only runs phase 2 again
     phase_one_done = module.uses_groups and checkpoint is not None and _base_checkpoint(run_dir).is_file()
     started = time.perf_counter()
@@ -284,13 +281,16 @@ def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Pat
         return RunResult(run_dir, {}, fit_seconds)
     if not run_dir.is_dir():  # a launcher's environment misled _is_launch_rank_zero: use rank 0's folder
         run_dir = Path(trainer.checkpoint_callback.dirpath).parent
-    metrics = _evaluate_run(run_dir, prepared.items[prepared.items["split"] == "test"], prepared.cache.waves,
-                            prepared.labels)
-    metrics["fit_seconds"] = fit_seconds
-    metrics["epochs"] = _phase_one_epochs(checkpoint) if phase_one_done else int(trainer.current_epoch)
-    metrics.update(extra)
-    metrics["device_resident"] = datamodule.device_resident
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    from earmark.scoring import fit_on_validation
+
+    items = prepared.items
+    fit_on_validation(run_dir, items[items["split"] == "val"], prepared.cache.waves, prepared.labels,
+                      config.evaluation)  # temperature and thresholds into best.ckpt and calibration.json
+    extra = {"fit_seconds": fit_seconds,
+             "epochs": _phase_one_epochs(checkpoint) if phase_one_done else int(trainer.current_epoch),
+             **extra, "device_resident": datamodule.device_resident}
+    metrics = _evaluate_run(run_dir, items[items["split"] == "test"], prepared.cache.waves, prepared.labels,
+                            config=config, extra=extra)
     personalization = run_dir / "personalization.json"
     return RunResult(run_dir, metrics, fit_seconds,
                      json.loads(personalization.read_text()) if module.uses_groups else None)
@@ -310,48 +310,23 @@ def _base_checkpoint(run_dir: Path) -> Path:
 
 
 def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
-                  out_dir: Path | None = None) -> dict[str, Any]:
-    """Score the run's best checkpoint on `test_items` (rows into `waves`) and write the artifacts."""
-    from earmark.evaluation import classification_metrics
-    from earmark.predict import Predictor
-    from earmark.reports import markdown_report, plot_confusion
+                  out_dir: Path | None = None, *, config: Config | None = None, group_by: Sequence[str] = (),
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score the run's best checkpoint on `test_items` (rows into `waves`) and write every artifact
+    (see `earmark.scoring.evaluate_run`)."""
+    from earmark.scoring import evaluate_run
 
-    out_dir = out_dir or run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    predictor = Predictor.from_run(run_dir)
-    if list(predictor.labels) != list(labels):
-        raise EarmarkError(f"the data's classes {labels} differ from the run's {list(predictor.labels)}")
-    test_waves = waves[test_items["row"].to_numpy()]
-    groups = None
-    if predictor.uses_groups:  # a personalized model: each clip with its group (e.g. speaker)
-        from earmark.personalization import clip_groups
-
-        groups = clip_groups(test_items, predictor.module.model.group_column)
-    probabilities = predictor.predict_waves(test_waves, groups)
-    index = {label: i for i, label in enumerate(labels)}
-    y_true = test_items["label"].astype(str).map(index).to_numpy()
-    metrics = classification_metrics(y_true, probabilities, labels)
-    predictions = pd.DataFrame({"path": test_items["path"].to_numpy(), "true": test_items["label"].to_numpy(),
-                                "predicted": np.asarray(labels)[probabilities.argmax(axis=1)]})
-    if "start_s" in test_items:
-        predictions.insert(3, "start_s", test_items["start_s"].to_numpy())
-    if groups is not None:
-        from earmark.personalization import write_personalization
-
-        predictions.insert(3, "group", groups)
-        write_personalization(run_dir, out_dir, predictor, test_waves, y_true, probabilities, groups)
-    for i, label in enumerate(labels):
-        predictions[f"p_{label}"] = probabilities[:, i].round(6)
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    plot_confusion(metrics["confusion"], labels, out_dir / "confusion.png")
-    context = {"run directory": run_dir, "checkpoint": "checkpoints/best.ckpt"}
-    (out_dir / "report.md").write_text(markdown_report(run_dir.name, metrics, context))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    return metrics
+    return evaluate_run(run_dir, test_items, waves, labels, out_dir, config=config, group_by=group_by, extra=extra)
 
 
-def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Re-score a run: on its own test split, on another config's test split, or on every row of a CSV."""
+def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
+             group_by: Sequence[str] = ()) -> dict[str, Any]:
+    """Re-score a run: on its own test split, on another config's test split, or on every row of a CSV.
+
+    group_by: metadata columns analysed per group (accuracy per value, the worst, per_group_<column>.png)
+    besides split.group_by, `group` and the run's evaluation.group_by. Writes into `out_dir` (default
+    runs/<name>/eval/<time>/) what training's evaluation writes; returns metrics.json's content.
+    """
     from earmark.data.cache import prepare_cache
     from earmark.data.prepared import prepare_data
     from earmark.data.splits import load_splits
@@ -382,27 +357,30 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
     if unknown:
         raise EarmarkError(f"the evaluation data has classes the run never saw: {', '.join(unknown)}")
     out = Path(out_dir) if out_dir else run_dir / "eval" / datetime.now().strftime("%Y%m%d-%H%M%S")
-    return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out)
+    return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out, config=config, group_by=group_by)
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
-            groups: str | Sequence[str | None] | None = None):
-    """Predict files, folders or CSV lists with a run; writes `out` (and `<out>_timeline.csv` when chunking).
+            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None):
+    """Predict files, folders, CSV lists or "-" (paths on stdin) with a run, a .ckpt or an exported
+    .onnx (onnxruntime only, no torch); writes `out` (and `<out>_timeline.csv` when chunking).
 
-    groups (personalized runs): one group (e.g. speaker) for every input, or one per resolved file;
+    groups (personalized models): one group (e.g. speaker) for every input, or one per resolved file;
     otherwise a CSV list's group column is used. Files without a known group get the base model.
+    threads: CPU threads per prediction (onnxruntime's intra-op threads; torch's thread count).
     """
     from earmark.data.metadata import COLUMN_ALIASES
-    from earmark.predict import Predictor, resolve_grouped_inputs
+    from earmark.predict import load_predictor, resolve_grouped_inputs
 
-    predictor = Predictor.from_run(run, device=device)
-    columns = [predictor.module.model.group_column, *COLUMN_ALIASES["group"]] if predictor.uses_groups else []
+    predictor = load_predictor(run, threads=threads, device=device)
+    columns = [predictor.group_column, *COLUMN_ALIASES["group"]] if predictor.uses_groups else []
     resolved = resolve_grouped_inputs(inputs, columns)
     paths = [path for path, _ in resolved]
     if groups is None and any(group is not None for _, group in resolved):
         groups = [group for _, group in resolved]
-    result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=groups)
+    result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=groups,
+                                     batch_size=batch_size)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -432,3 +410,157 @@ def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         freed += sum(p.stat().st_size for p in splits.rglob("*") if p.is_file())
         shutil.rmtree(splits)
     return freed
+
+
+def create_app(model: str | Path, *, max_upload_mb: float = 20.0, max_duration_s: float = 600.0,
+               request_timeout_s: float = 30.0, threads: int | None = None):
+    """The FastAPI app that serves `model` (a run directory, .ckpt or model.onnx): POST /predict,
+    POST /predict/timeline, GET /labels, GET /health; run it with any ASGI server."""
+    from earmark.serve import create_app as build_app, load_model, model_name
+    from earmark.serve_audio import ServeLimits
+
+    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
+    return build_app(load_model(model, threads), limits, model_name=model_name(model), model_path=str(model))
+
+
+def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
+          max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: int | None = None,
+          log_level: str = "info") -> None:
+    """Serve `model` over HTTP with uvicorn until interrupted (see `create_app` for the endpoints)."""
+    from earmark.serve import run_server
+    from earmark.serve_audio import ServeLimits
+
+    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
+    run_server(model, host, port, limits, threads=threads, log_level=log_level)
+
+
+def compare(runs: Sequence[str | Path], out_dir: str | Path | None = None):
+    """Compare runs scored on the same test clips: metrics side by side, per-class differences, and for
+    each run after the first McNemar's exact p-value and paired-bootstrap 95% CIs of the accuracy and
+    macro-F1 differences against it. Writes compare.json/.md/.html to `out_dir` (default: a new
+    compare-<timestamp> folder beside the first run; never overwrites) and returns the `Comparison`."""
+    from earmark.compare import compare_runs
+    from earmark.compare_report import new_compare_dir, write_comparison
+
+    comparison = compare_runs(list(runs))
+    write_comparison(comparison, Path(out_dir) if out_dir is not None else new_compare_dir(Path(runs[0])))
+    return comparison
+
+
+def cv(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, folds: int | None = None,
+       group_by: str | None = None, fold_column: str | None = None, seed: int | None = None,
+       resume: str | Path | None = None, strict: bool = False, log=None):
+    """K-fold cross-validation: decode once, train one ordinary run per held-out fold under
+    `runs/<name>-cv/fold-<f>/`, and write cv_summary.json, cv_report.md/.html and the pooled confusion.
+
+    folds: K computed folds (default 5), stratified, grouped by `group_by` (default split.group_by;
+    no group in two folds); fold_column: use the data's own folds instead (e.g. 'fold' of ESC-50).
+    seed: the fold assignment's seed (default config.seed). resume: an earlier CV folder; finished
+    folds are kept. log: called with one progress line per step. Returns `earmark.crossval.CVResult`.
+    """
+    from earmark.crossval import cross_validate
+
+    if resume is not None and config is None and not overrides:
+        loaded = None  # the CV folder's own config
+    else:
+        loaded = _as_config(config, overrides)
+    return cross_validate(loaded, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed,
+                          resume=Path(resume) if resume is not None else None, strict=strict,
+                          log=log or (lambda text: None))
+
+
+def export(run: str | Path, out_dir: str | Path | None = None, *, int8: str | None = None, opset: int | None = None,
+           clips: Sequence[str | Path] | None = None, max_int8_drop: float = 2.0, force: bool = False,
+           exporter: str = "auto", log=print):
+    """Export a run (or .ckpt) to ONNX: `out_dir/model.onnx` (default `<run>/export/`), raw waveform in,
+    calibrated probabilities out, checked against PyTorch on the test split (or `clips`) into parity.json.
+
+    int8: "dynamic" or "static" also writes model.int8.onnx, refused (deleted, EarmarkError) when it loses
+    more than `max_int8_drop` points of test accuracy, unless `force`. Returns `export.ExportResult`.
+    """
+    from earmark.export import export_run
+
+    return export_run(run, out_dir, int8=int8, opset=opset, clips=clips, max_int8_drop=max_int8_drop, force=force,
+                      exporter=exporter, log=log)
+
+
+def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,
+                   hop_s: float | None = None, stream_format: str = "wav", stream_rate_hz: int | None = None,
+                   stream_channels: int = 1, threads: int | None = None, device: str | None = None):
+    """Predict a recording as it is read: iterating the returned `StreamPrediction` gives one
+    {path, start_s, end_s, label, probability} per window (default: the model's clip length and hop)
+    as soon as it completes, in bounded memory; its `summary()` then gives the recording's label.
+
+    source: an audio file, or "-" for standard input: a WAV stream, or raw little-endian PCM
+    (`stream_format` s16le/s32le/f32le at `stream_rate_hz` with `stream_channels` interleaved).
+    """
+    from earmark.predict import load_predictor
+    from earmark.streaming import StreamPrediction, file_blocks, stdin_blocks
+
+    predictor = load_predictor(model, threads=threads, device=device)
+    if str(source) == "-":
+        audio = stdin_blocks(stream_format, stream_rate_hz, stream_channels)
+    else:
+        audio = file_blocks(source)
+    return StreamPrediction(predictor, audio, chunk_s, hop_s, path=str(source))
+
+
+def tune(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *,
+         space: str | Path | None = None, trials: int = 20, seed: int | None = None, timeout_s: float | None = None,
+         resume: str | Path | None = None, pruner: Any = "median", startup_trials: int = 5, keep: str = "all",
+         log=None):
+    """Hyper-parameter search with Optuna over the dotted config keys of a YAML `space`.
+
+    Each trial is an ordinary run under `runs/<name>-tune/trial-NNN/`, scored by its best validation
+    `train.monitor` (never the test split); the median pruner (`pruner="none"` to disable, or an optuna
+    pruner object) stops poor trials after their second epoch once `startup_trials` finished; TPE seeded
+    by `seed` (default config.seed). The study lives in study.db: `resume` (a tune folder) continues it
+    until it holds `trials` trials. Writes trials.csv, optimization_history.png, best_config.yaml and
+    tune_summary.json; keep="best" deletes the other trials' run folders. Returns `TuneResult`.
+    """
+    from earmark.tuning_study import run_study
+
+    if resume is not None and config is None and not overrides:
+        loaded = None  # the tune folder's own config
+    else:
+        loaded = _as_config(config, overrides)
+    return run_study(loaded, Path(space) if space is not None else None, trials=trials, seed=seed,
+                     timeout_s=timeout_s, resume=Path(resume) if resume is not None else None, pruner=pruner,
+                     startup_trials=startup_trials, keep=keep, log=log or (lambda text: None))
+
+
+def fetch(source: str | Path, to: str | Path, *, rate_hz: int = 16000, clip_s: float | None = None,
+          retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30.0, max_extract_gb: float = 64.0,
+          base_url: str | None = None, checksum: str | None = None, drive_base_url: str | None = None,
+          progress: bool = False, say=None):
+    """Get data into the folder `to`; returns `earmark.fetch.report.FetchResult`.
+
+    `source` is a sources list (SOURCES.yaml / SOURCES.csv: url, label, start_s, end_s, license, kind per
+    row) — converted to mono WAV at `rate_hz`, cut into `clip_s` clips, listed in `to`/metadata.csv —
+    or a preset name from `datasets()` (`esc50`, ...), laid out as `to`/<name>. `base_url` (a mirror
+    serving the preset's archive) and `checksum` ('sha256:<hex>') apply to presets; `drive_base_url`
+    replaces https://drive.google.com for Drive file links. `result.overrides` point `prepare` at it.
+    """
+    from earmark.fetch.archives import ArchiveLimits
+    from earmark.fetch.download import DownloadOptions
+    from earmark.fetch.presets import fetch_preset
+
+    options = DownloadOptions(retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, progress=progress)
+    limits = ArchiveLimits.from_gb(max_extract_gb)
+    if Path(source).is_file() or Path(source).suffix.lower() in (".yaml", ".yml", ".csv", ".tsv"):
+        if base_url is not None or checksum is not None:
+            raise EarmarkError("--base-url and --checksum apply to presets (earmark fetch esc50 ...), not to a "
+                               "sources list, whose rows carry their own URLs")
+        from earmark.fetch.drive import DRIVE_BASE_URL
+        from earmark.fetch.runner import ClipSettings, fetch_sources
+
+        return fetch_sources(Path(source), Path(to), ClipSettings(rate_hz=rate_hz, clip_s=clip_s), options, limits,
+                             drive_base_url or DRIVE_BASE_URL, say or (lambda text: None))
+    return fetch_preset(str(source), Path(to), options, base_url=base_url, checksum=checksum, limits=limits)
+
+
+def datasets() -> list[dict[str, str]]:
+    """The presets `fetch` knows: name, title, license, size, url, archive, checksum, checksum_source."""
+    from earmark.fetch.presets import describe_presets
+
+    return describe_presets()

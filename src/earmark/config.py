@@ -226,6 +226,40 @@ class TrainConfig(Section):
     progress: bool = True
 
 
+class EvaluationConfig(Section):
+    """What every evaluation reports beyond the headline metrics, and what is fitted on validation."""
+
+    group_by: list[str] = Field(default_factory=list, description="extra metadata columns analysed per group "
+                                "(split.group_by and `group` are always analysed when they have values)")
+    top_k: list[int] = Field([3, 5], description="top-k accuracies reported where there are more than k classes")
+    worst_groups: int = Field(5, ge=1, description="how many worst groups each per-group table names")
+    calibrate: bool = Field(True, description="fit temperature scaling on the validation split after training")
+    ece_bins: int = Field(15, ge=2, le=100, description="equal-width confidence bins of the calibration error")
+    reject_target_accuracy: Optional[float] = Field(
+        None, gt=0, le=1, description="choose on validation the lowest confidence threshold whose accepted "
+        "clips reach this accuracy; below it a prediction is 'unknown' (default: off)")
+    reject_target_coverage: Optional[float] = Field(
+        None, gt=0, le=1, description="or: the threshold that keeps this share of validation clips")
+    positive_label: Optional[str] = Field(None, description="binary tasks: the positive class (default: the "
+                                          "second label in sorted order)")
+    threshold_metric: Literal["balanced_accuracy", "f1"] = Field(
+        "balanced_accuracy", description="binary tasks: what the validation-chosen decision threshold maximises "
+        "(f1: of the positive class)")
+
+    @field_validator("top_k")
+    @classmethod
+    def _positive_k(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError(f"evaluation.top_k values must be 1 or more; got {value}")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _one_reject_target(self) -> "EvaluationConfig":
+        if self.reject_target_accuracy is not None and self.reject_target_coverage is not None:
+            raise ValueError("set evaluation.reject_target_accuracy or evaluation.reject_target_coverage, not both")
+        return self
+
+
 class Config(Section):
     name: Optional[str] = Field(None, description="run name (default: data source + model + time)")
     seed: int = 0
@@ -237,6 +271,7 @@ class Config(Section):
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
@@ -337,3 +372,20 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
     if updates:
         config = config.model_copy(update={"data": data.model_copy(update=updates)})
     return config
+
+
+def new_output_dir(config: "Config", suffix: str = "") -> Path:
+    """A new folder `runs_dir/<name><suffix>` (`-1`, `-2`, ... appended when taken), created empty.
+
+    The name is `config.name`, else `<source>-<model>-<time>`; suffix tells a CV (`-cv`) or tuning
+    (`-tune`) folder from a run's."""
+    from datetime import datetime
+
+    name = config.name or f"{config.data.source}-{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = config.runs_dir / f"{name}{suffix}"
+    number = 1
+    while out.exists():
+        out = config.runs_dir / f"{name}{suffix}-{number}"
+        number += 1
+    out.mkdir(parents=True)
+    return out
