@@ -59,17 +59,20 @@ def mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float
 
 
 def dft_basis(n_fft: int, win_length: int) -> torch.Tensor:
-    """conv1d weights (2 * (n_fft // 2 + 1), 1, n_fft): DFT real rows, then imaginary rows, times a
-    periodic Hann window of `win_length` centred (zero-padded) inside n_fft, as librosa does."""
+    """conv1d weights (2 * (n_fft // 2 + 1), 1, win_length): DFT real rows, then imaginary rows, times a
+    periodic Hann window of `win_length` centred inside n_fft, as librosa does.
+
+    Only the window's support is kept: the n_fft - win_length taps outside it are zero and would cost
+    a quarter of the STFT's multiplications at the defaults (`power_spectrogram` shifts the padding).
+    """
     n = torch.arange(win_length, dtype=torch.float64)
-    window = torch.zeros(n_fft, dtype=torch.float64)
-    left = (n_fft - win_length) // 2
-    window[left : left + win_length] = 0.5 - 0.5 * torch.cos(2 * math.pi * n / win_length)
+    window = 0.5 - 0.5 * torch.cos(2 * math.pi * n / win_length)  # (win_length,)
+    left = (n_fft - win_length) // 2  # where the window starts inside the n_fft frame
     k = torch.arange(n_fft // 2 + 1, dtype=torch.int64)
-    t = torch.arange(n_fft, dtype=torch.int64)
+    t = torch.arange(left, left + win_length, dtype=torch.int64)
     # reducing k * t modulo n_fft keeps every angle in [0, 2 pi), where cos/sin are most accurate
-    angle = 2 * math.pi * ((k[:, None] * t[None, :]) % n_fft).double() / n_fft  # (n_freqs, n_fft)
-    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2 * n_freqs, n_fft)
+    angle = 2 * math.pi * ((k[:, None] * t[None, :]) % n_fft).double() / n_fft  # (n_freqs, win_length)
+    basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window  # (2 * n_freqs, win_length)
     return basis.unsqueeze(1).float()
 
 
@@ -88,8 +91,13 @@ def n_frames(n_samples: int, n_fft: int, hop_length: int) -> int:
 
 
 def power_spectrogram(wave: torch.Tensor, basis: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """|STFT|^2 of (B, T) -> (B, n_fft // 2 + 1, frames), zero-padded by n_fft // 2 on both sides."""
-    padded = F.pad(wave.unsqueeze(1), (n_fft // 2, n_fft // 2))  # (B, 1, T + 2 * (n_fft // 2))
+    """|STFT|^2 of (B, T) -> (B, n_fft // 2 + 1, frames): librosa's centred STFT, zero-padded by
+    n_fft // 2 on both sides. `basis` (2 * n_freqs, 1, win_length) spans only the window, so the
+    padding is shifted by the window's offset inside the n_fft frame; the frames are the same."""
+    win_length = basis.shape[-1]
+    left = (n_fft - win_length) // 2
+    pad_left, pad_right = n_fft // 2 - left, n_fft // 2 - (n_fft - left - win_length)
+    padded = F.pad(wave.unsqueeze(1), (pad_left, pad_right))  # (B, 1, T + pad_left + pad_right)
     spectrum = F.conv1d(padded, basis, stride=hop_length)  # (B, 2 * n_freqs, frames)
     real, imag = spectrum.chunk(2, dim=1)  # (B, n_freqs, frames) each
     return real * real + imag * imag

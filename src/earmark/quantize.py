@@ -4,8 +4,13 @@ Only the classifier is quantized. The front-end stays float32 on purpose: 8-bit 
 would turn the waveform into 8-bit audio and the power spectrum (a 100 dB range) into a few
 levels, and its DFT and mel matrices are a small share of the work.
 
-    dynamic: weights INT8 ahead of time, activations scaled per batch at run time (no data needed)
-    static:  weights and activations INT8 (QDQ format), activation ranges calibrated on training clips
+    dynamic: the weights of fully connected layers (MatMul/Gemm: heads, attention, GPT-2/wav2vec2/AST
+             blocks) INT8 ahead of time, their activations scaled per batch at run time (no data
+             needed). Convolutions stay float: onnxruntime's ConvInteger, what dynamic quantization
+             makes of a Conv, ran 2-4x slower than the float Conv on CPU (benchmarks/inference_latency.py)
+             — onnxruntime's own advice is dynamic for transformers and RNNs, static for CNNs.
+    static:  weights and activations of every supported op INT8 (QDQ format), activation ranges
+             calibrated on training clips
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import numpy as np
 from earmark.errors import EarmarkError
 
 INT8_MODES = ("dynamic", "static")
+DYNAMIC_OP_TYPES = ["MatMul", "Gemm"]  # see the module docstring: convolutions stay float in dynamic mode
 FRONTEND_SCOPE = "frontend"  # the AudioClassifier attribute whose nodes stay float
 CALIBRATION_BATCH = 16
 
@@ -96,7 +102,7 @@ def quantize_model(fp32_path: Path, int8_path: Path, mode: str, calibration_wave
         exclude = frontend_nodes(model)
         if mode == "dynamic":
             quantize_dynamic(prepared, int8_path, weight_type=QuantType.QInt8, per_channel=False,
-                             nodes_to_exclude=exclude)
+                             op_types_to_quantize=DYNAMIC_OP_TYPES, nodes_to_exclude=exclude)
             return
         with_group = len(model.graph.input) > 1
         quantize_static(prepared, int8_path, Reader(calibration_waves, with_group=with_group),
