@@ -3,6 +3,7 @@ and a stand-in for Google Drive's download URLs. Nothing leaves 127.0.0.1."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import threading
@@ -26,19 +27,23 @@ def wav_bytes(frequency_hz: float, duration_s: float, rate_hz: int = 8000, fmt: 
 
 
 class LocalServer:
-    """`files[path] = bytes` serves them; `flaky[path] = n` answers 503 n times first; `truncate_once`
-    paths send half their body once then hang up; `no_range` paths ignore Range headers;
-    `drive[id] = (name, bytes, mode)` with mode direct | confirm | private answers /drive/uc."""
+    """`files[path] = bytes` serves them, with an ETag from their content (so replacing the bytes
+    between runs changes it) and Range/If-Range support; `headers[path]` adds response headers;
+    `flaky[path] = n` answers 503 n times first; `truncate_once` paths (files or /drive/uc) send half
+    their body once then hang up; `no_range` paths ignore Range headers; `drive[id] = (name, bytes,
+    mode)` with mode direct | confirm | private answers /drive/uc."""
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.content_types: dict[str, str] = {}
+        self.headers: dict[str, dict[str, str]] = {}
         self.flaky: dict[str, int] = {}
         self.truncate_once: set[str] = set()
         self.no_range: set[str] = set()
         self.drive: dict[str, tuple[str, bytes, str]] = {}
         self.hits: Counter = Counter()
         self.range_requests: list[tuple[str, str]] = []
+        self.if_range_requests: list[tuple[str, str]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +77,8 @@ class LocalServer:
         self.hits[path] += 1
         if request.headers.get("Range"):
             self.range_requests.append((path, request.headers["Range"]))
+        if request.headers.get("If-Range"):
+            self.if_range_requests.append((path, request.headers["If-Range"]))
         if self.flaky.get(path, 0) > 0:
             self.flaky[path] -= 1
             request.send_error(503, "try again")
@@ -84,16 +91,19 @@ class LocalServer:
             if entry is None or query.get("confirm") != "t" or query.get("uuid") != DRIVE_UUID:
                 request.send_error(403, "missing confirmation")
                 return
-            self._send(request, entry[1], "application/octet-stream", {"Content-Disposition":
-                                                                        f'attachment; filename="{entry[0]}"'})
+            self._send(request, path, entry[1], "application/octet-stream",
+                       {"Content-Disposition": f'attachment; filename="{entry[0]}"'})
             return
         if path not in self.files:
             request.send_error(404, "Not Found")
             return
         body = self.files[path]
         content_type = self.content_types.get(path, "application/octet-stream")
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        headers = {"ETag": etag, **self.headers.get(path, {})}
         wanted = request.headers.get("Range", "")
-        if wanted.startswith("bytes=") and path not in self.no_range:
+        same_file = request.headers.get("If-Range", etag) == etag  # a changed file: the whole of it, with 200
+        if wanted.startswith("bytes=") and path not in self.no_range and same_file:
             start = int(wanted[6:].split("-")[0])
             if start >= len(body):
                 request.send_response(416)
@@ -105,20 +115,12 @@ class LocalServer:
             request.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
             request.send_header("Content-Type", content_type)
             request.send_header("Content-Length", str(len(body) - start))
+            for key, value in headers.items():
+                request.send_header(key, value)
             request.end_headers()
             request.wfile.write(body[start:])
             return
-        if path in self.truncate_once:
-            self.truncate_once.discard(path)
-            request.send_response(200)
-            request.send_header("Content-Type", content_type)
-            request.send_header("Content-Length", str(len(body)))
-            request.end_headers()
-            request.wfile.write(body[:len(body) // 2])
-            request.wfile.flush()
-            request.close_connection = True
-            return
-        self._send(request, body, content_type)
+        self._send(request, path, body, content_type, headers)
 
     def _drive_page(self, request: BaseHTTPRequestHandler, query: dict) -> None:
         entry = self.drive.get(query.get("id", ""))
@@ -127,7 +129,7 @@ class LocalServer:
             return
         name, body, mode = entry
         if mode == "direct":
-            self._send(request, body, "application/zip" if name.endswith(".zip") else "audio/wav",
+            self._send(request, "/drive/uc", body, "application/zip" if name.endswith(".zip") else "audio/wav",
                        {"Content-Disposition": f'attachment; filename="{name}"'})
         elif mode == "confirm":
             page = (f'<html><body><p>Google Drive can\'t scan this file for viruses.</p>'
@@ -137,20 +139,26 @@ class LocalServer:
                     f'<input type="hidden" name="export" value="download">'
                     f'<input type="hidden" name="confirm" value="t">'
                     f'<input type="hidden" name="uuid" value="{DRIVE_UUID}"></form></body></html>')
-            self._send(request, page.encode(), "text/html; charset=utf-8")
+            self._send(request, "/drive/uc", page.encode(), "text/html; charset=utf-8")
         else:  # private: the sign-in page
-            self._send(request, b"<!DOCTYPE html><html><body>Sign in to continue</body></html>",
+            self._send(request, "/drive/uc", b"<!DOCTYPE html><html><body>Sign in to continue</body></html>",
                        "text/html; charset=utf-8")
 
-    @staticmethod
-    def _send(request: BaseHTTPRequestHandler, body: bytes, content_type: str, headers: dict | None = None) -> None:
+    def _send(self, request: BaseHTTPRequestHandler, path: str, body: bytes, content_type: str,
+              headers: dict | None = None) -> None:
+        """200 with the whole body; or, once for a `truncate_once` path, half of it and a hang-up."""
+        truncated = path in self.truncate_once
+        self.truncate_once.discard(path)
         request.send_response(200)
         request.send_header("Content-Type", content_type)
         request.send_header("Content-Length", str(len(body)))
         for key, value in (headers or {}).items():
             request.send_header(key, value)
         request.end_headers()
-        request.wfile.write(body)
+        request.wfile.write(body[:len(body) // 2] if truncated else body)
+        if truncated:
+            request.wfile.flush()
+            request.close_connection = True
 
 
 def zip_bytes(members: dict[str, bytes]) -> bytes:

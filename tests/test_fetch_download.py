@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
-from pathlib import Path
 
 import pytest
 
-from earmark.fetch.download import DownloadOptions, DownloadState, fetch_url
+from earmark.fetch.download import DownloadOptions, fetch_url
+from earmark.fetch.state import DownloadState
 from earmark.fetch.drive import download_drive_file, download_drive_folder
 from earmark.fetch.report import NO_NETWORK, FetchError
 from earmark.fetch.video import download_media
@@ -63,9 +64,58 @@ def test_a_broken_transfer_resumes_with_a_range_request(server, tmp_path):
     body = bytes(range(256)) * 400
     server.files["/big.bin"] = body
     server.truncate_once.add("/big.bin")
-    path = fetch_url(server.url("/big.bin"), tmp_path, FAST, DownloadState(tmp_path))
+    state = DownloadState(tmp_path)
+    path = fetch_url(server.url("/big.bin"), tmp_path, FAST, state)
     assert path.read_bytes() == body
     assert server.range_requests == [("/big.bin", f"bytes={len(body) // 2}-")]
+    assert [tag for _, tag in server.if_range_requests] == [f'"{hashlib.sha256(body).hexdigest()[:16]}"']
+    assert state.entry(server.url("/big.bin"))["sha256"] == hashlib.sha256(body).hexdigest()  # both halves hashed
+    assert not list(tmp_path.glob("*.part")) and not list(tmp_path.glob("*.resume.json"))
+
+
+def test_a_file_changed_between_runs_is_fetched_whole_not_spliced(server, tmp_path):
+    """The .part of the old file is resumed with If-Range: the server sends the new file whole."""
+    old, new = bytes(range(256)) * 400, bytes(reversed(range(256))) * 400
+    server.files["/moving.bin"] = old
+    server.truncate_once.add("/moving.bin")
+    with pytest.raises(FetchError, match="closed after"):
+        fetch_url(server.url("/moving.bin"), tmp_path, DownloadOptions(retries=0, backoff_s=0), DownloadState(tmp_path))
+    server.files["/moving.bin"] = new  # the publisher replaced the file meanwhile
+    state = DownloadState(tmp_path)
+    path = fetch_url(server.url("/moving.bin"), tmp_path, FAST, state)
+    assert path.read_bytes() == new
+    assert server.if_range_requests == [("/moving.bin", f'"{hashlib.sha256(old).hexdigest()[:16]}"')]
+    assert state.entry(server.url("/moving.bin"))["sha256"] == hashlib.sha256(new).hexdigest()
+
+
+def test_a_run_stopped_while_recording_a_finished_download_recovers(server, tmp_path, monkeypatch):
+    """Ctrl-C as state.json is written: the next run finishes the job instead of stopping at 'already exists'."""
+    body = wav_bytes(440, 0.5)
+    server.files["/a.wav"] = body
+    original_save = DownloadState.save
+
+    def interrupted_save(self):
+        monkeypatch.setattr(DownloadState, "save", original_save)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DownloadState, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_url(server.url("/a.wav"), tmp_path, FAST, DownloadState(tmp_path))
+    state = DownloadState(tmp_path)
+    path = fetch_url(server.url("/a.wav"), tmp_path, FAST, state)
+    assert path.read_bytes() == body and state.finished(server.url("/a.wav")) == path
+    assert server.hits["/a.wav"] == 2  # the second run only confirmed the .part was whole (416)
+
+
+@pytest.mark.parametrize("disposition", ['attachment; filename="../evil.wav"',
+                                         "attachment; filename*=UTF-8''..%2F..%2Fevil.wav"])
+def test_a_server_file_name_cannot_leave_the_folder(server, tmp_path, disposition):
+    server.files["/download"] = b"RIFF-evil"
+    server.headers["/download"] = {"Content-Disposition": disposition}
+    target = tmp_path / "dir"
+    path = fetch_url(server.url("/download"), target, FAST, DownloadState(target))
+    assert path.parent == target and path.name.endswith("-evil.wav") and path.read_bytes() == b"RIFF-evil"
+    assert not (tmp_path / "evil.wav").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dir"]
 
 
 def test_a_server_without_range_support_restarts_cleanly(server, tmp_path):
@@ -118,6 +168,9 @@ def test_drive_file_links_direct_and_through_the_confirmation_page(server, tmp_p
     confirmed = download_drive_file("1LargeFileIdXyz", tmp_path, FAST, state, base)
     assert confirmed.read_bytes() == large and confirmed.name.endswith("-harmful_clips.zip")
     assert server.hits["/usercontent/download"] == 1
+    assert server.hits["/drive/uc"] == 2  # one each: a file served directly is not requested twice
+    assert [p.name for p in tmp_path.iterdir() if "harmful" not in p.name and "speech" not in p.name] == \
+        ["state.json"]  # the confirmation page is gone
     assert download_drive_file("1LargeFileIdXyz", tmp_path, FAST, DownloadState(tmp_path), base) == confirmed
     assert server.hits["/usercontent/download"] == 1  # finished: not asked again
 
@@ -130,38 +183,70 @@ def test_a_drive_file_not_shared_publicly_is_explained(server, tmp_path):
         download_drive_file("1UnknownFileId00", tmp_path, FAST, DownloadState(tmp_path), server.url("/drive"))
 
 
-def test_drive_folders_go_through_gdown_and_its_errors_are_explained(tmp_path, monkeypatch):
-    """gdown itself needs drive.google.com; here it is replaced by a stand-in honouring its contract."""
+def test_the_drive_confirmation_request_is_retried_like_any_download(server, tmp_path):
+    """A 503, then a page cut off mid-way: both retried, not a traceback."""
+    server.drive["1LargeFileIdXyz"] = ("clips.zip", b"PK-pretend-zip" * 1000, "confirm")
+    server.flaky["/drive/uc"] = 1
+    server.truncate_once.add("/drive/uc")
+    path = download_drive_file("1LargeFileIdXyz", tmp_path, FAST, DownloadState(tmp_path), server.url("/drive"))
+    assert path.read_bytes() == b"PK-pretend-zip" * 1000 and server.hits["/drive/uc"] == 3
+
+
+def fake_gdown_listing(monkeypatch, names_and_ids: dict[str, str]):
+    """gdown.download_folder(skip_download=True) needs drive.google.com; this stand-in lists, writes nothing."""
     import gdown
+    from gdown.download import GoogleDriveFileToDownload
 
-    def fake_download_folder(url, output, quiet, use_cookies, resume, timeout=None, retries=0):
-        assert url.endswith("/drive/folders/1FolderIdAbcdef") and quiet and use_cookies is False and resume
-        files = []
-        for name in ("a.wav", "sub/b.wav"):
-            path = Path(output) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(wav_bytes(500, 0.2))
-            files.append(str(path))
-        return files
+    calls = []
 
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])  # "online", without touching the network
-    monkeypatch.setattr(gdown, "download_folder", fake_download_folder)
-    state = DownloadState(tmp_path)
-    files = download_drive_folder("https://drive.google.com/drive/folders/1FolderIdAbcdef", "1FolderIdAbcdef",
-                                  tmp_path, FAST, state)
-    assert sorted(name for _, name in files) == ["a.wav", "sub/b.wav"]
-    assert all(path.is_file() and path.as_posix().endswith(name) for path, name in files)
-    monkeypatch.setattr(gdown, "download_folder", lambda **kwargs: pytest.fail("asked again"))
-    assert download_drive_folder("https://drive.google.com/drive/folders/1FolderIdAbcdef", "1FolderIdAbcdef",
-                                 tmp_path, FAST, DownloadState(tmp_path)) == files
+    def download_folder(url, output=None, quiet=False, use_cookies=True, skip_download=False, timeout=None):
+        assert skip_download and quiet and use_cookies is False
+        calls.append(url)
+        return [GoogleDriveFileToDownload(id=file_id, path=name, local_path=f"/nowhere/{name}")
+                for name, file_id in names_and_ids.items()]
+
+    lookup = socket.getaddrinfo  # "online" for drive.google.com, without touching the network
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookup(host, *a, **k) if host == "127.0.0.1"
+                        else [])
+    monkeypatch.setattr(gdown, "download_folder", download_folder)
+    return calls
+
+
+def test_drive_folders_are_listed_by_gdown_then_fetched_file_by_file(server, tmp_path, monkeypatch):
+    server.drive["1FileAaaaaaaaa"] = ("a.wav", wav_bytes(500, 0.2), "direct")
+    server.drive["1FileBbbbbbbbb"] = ("b.wav", wav_bytes(520, 0.2), "confirm")
+    calls = fake_gdown_listing(monkeypatch, {"a.wav": "1FileAaaaaaaaa", "sub/b.wav": "1FileBbbbbbbbb"})
+    url = "https://drive.google.com/drive/folders/1FolderIdAbcdef"
+    files = download_drive_folder(url, "1FolderIdAbcdef", tmp_path, FAST, DownloadState(tmp_path),
+                                  server.url("/drive"))
+    assert calls == [url] and sorted(name for _, name in files) == ["a.wav", "sub/b.wav"]
+    by_name = {name: path for path, name in files}
+    assert by_name["a.wav"].read_bytes() == server.drive["1FileAaaaaaaaa"][1]
+    assert by_name["sub/b.wav"].read_bytes() == server.drive["1FileBbbbbbbbb"][1]
+    assert by_name["sub/b.wav"].parent.name == "sub"
+    hits = sum(server.hits.values())
+    again = download_drive_folder(url, "1FolderIdAbcdef", tmp_path, FAST, DownloadState(tmp_path),
+                                  server.url("/drive"))
+    assert again == files and calls == [url] and sum(server.hits.values()) == hits  # neither listed nor fetched
+
+    import gdown
 
     def failing(**kwargs):
         raise gdown.exceptions.FileURLRetrievalError("Cannot retrieve the folder information from the link.")
 
     monkeypatch.setattr(gdown, "download_folder", failing)
-    with pytest.raises(FetchError, match="gdown could not fetch the Drive folder.*Cannot retrieve"):
+    with pytest.raises(FetchError, match="gdown could not list the Drive folder.*Cannot retrieve"):
         download_drive_folder("https://drive.google.com/drive/folders/1OtherFolderId00", "1OtherFolderId00",
                               tmp_path, FAST, DownloadState(tmp_path))
+
+
+def test_a_drive_folder_listing_a_name_outside_is_refused_before_any_download(server, tmp_path, monkeypatch):
+    server.drive["1FileAaaaaaaaa"] = ("a.wav", b"RIFF", "direct")
+    fake_gdown_listing(monkeypatch, {"a.wav": "1FileAaaaaaaaa", "../../escape.wav": "1FileAaaaaaaaa"})
+    with pytest.raises(FetchError, match="'../../escape.wav', which would land outside its folder"):
+        download_drive_folder("https://drive.google.com/drive/folders/1FolderIdAbcdef", "1FolderIdAbcdef",
+                              tmp_path / "d", FAST, DownloadState(tmp_path / "d"), server.url("/drive"))
+    assert sum(server.hits.values()) == 0 and not list(tmp_path.rglob("*.wav"))
 
 
 def test_yt_dlp_reads_a_direct_media_url_from_the_local_server(server, tmp_path):

@@ -16,7 +16,9 @@ from earmark import api
 from earmark.config import load_config
 from earmark.data.sources import load_table
 from earmark.errors import EarmarkError
-from earmark.fetch.presets import PRESETS
+from earmark.fetch.entry import fetch as fetch_entry
+from earmark.fetch.presets import PRESETS, preset_named
+from earmark.fetch.state import DownloadState
 
 from fetch_server import LocalServer, tar_bytes, wav_bytes, zip_bytes
 
@@ -182,3 +184,101 @@ def test_datasets_lists_every_preset_with_license_and_size(mirror, tmp_path):
                          env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"next: earmark prepare data.source=fsdd data.path={tmp_path / 'fsdd'}" in run.stdout
+
+
+def archive_path(name: str) -> str:
+    return f"/mirror/{PRESETS[name].archive_name}"
+
+
+def test_an_archive_that_fails_to_lay_out_is_forgotten_and_not_locked(mirror, tmp_path):
+    """No published checksum: a bad first archive must neither stay recorded nor lock its sha256."""
+    good = mirror.files[archive_path("fsdd")]
+    mirror.files[archive_path("fsdd")] = tar_bytes({"top/recordings/0_a_0.wav": b"RIFF", "../evil.wav": b"x"})
+    with pytest.raises(EarmarkError, match="refused.*outside.*The download was removed"):
+        fetch_from(mirror, "fsdd", tmp_path, checksum=None)
+    assert not (tmp_path / "checksums.lock").exists() and not (tmp_path / "fsdd").exists()
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["state.json"]
+    assert DownloadState(tmp_path / "downloads").data["downloads"] == {}
+    mirror.files[archive_path("fsdd")] = fake_esc50()  # an archive that extracts, but is the wrong data set
+    with pytest.raises(EarmarkError, match="lacks recordings.*The download was removed"):
+        fetch_from(mirror, "fsdd", tmp_path, checksum=None)
+    assert not (tmp_path / "checksums.lock").exists() and not (tmp_path / "fsdd").exists()
+    mirror.files[archive_path("fsdd")] = good  # the mirror is fixed: the next run simply works
+    assert fetch_from(mirror, "fsdd", tmp_path, checksum=None).root == tmp_path / "fsdd"
+    assert hashlib.sha256(good).hexdigest() in (tmp_path / "checksums.lock").read_text()
+
+
+def test_a_malformed_checksum_is_refused_before_downloading(mirror, tmp_path):
+    for bad in ("sha1:abc", "sha256:abc", "md5:" + "z" * 32, "0" * 40):
+        with pytest.raises(EarmarkError, match="must be 'sha256:<64 hex digits>' or 'md5:<32 hex digits>'"):
+            fetch_from(mirror, "esc50", tmp_path, checksum=bad)
+    assert sum(mirror.hits.values()) == 0
+
+
+def test_an_md5_checksum_is_computed_while_downloading(mirror, tmp_path, monkeypatch):
+    monkeypatch.setattr("earmark.fetch.presets.file_digest", lambda *a: pytest.fail("the archive was read again"))
+    md5 = hashlib.md5(mirror.files[archive_path("fsdd")]).hexdigest()
+    assert fetch_from(mirror, "fsdd", tmp_path, checksum=f"md5:{md5}").n_downloaded == 1
+    esc50_md5 = hashlib.md5(mirror.files[archive_path("esc50")]).hexdigest()
+    with pytest.raises(EarmarkError, match=f"its md5 is {esc50_md5}, expected 0{{32}}"):
+        fetch_from(mirror, "esc50", tmp_path / "other", checksum="md5:" + "0" * 32)
+
+
+@pytest.mark.parametrize("spelling, name", [("speech-commands", "speech_commands"),
+                                            ("Speech Commands", "speech_commands"), ("ESC-50", "esc50"),
+                                            ("urban_sound_8k", "urbansound8k"), ("FSDD", "fsdd")])
+def test_preset_names_ignore_case_dashes_underscores_and_spaces(spelling, name):
+    assert preset_named(spelling).name == name
+
+
+def test_a_damaged_checksums_lock_is_named_before_anything_is_downloaded(mirror, tmp_path):
+    (tmp_path / "checksums.lock").write_text('{"fsdd": {"sha256": ')
+    with pytest.raises(EarmarkError, match=f"{tmp_path / 'checksums.lock'} is damaged"):
+        fetch_from(mirror, "fsdd", tmp_path, checksum=None)
+    assert sum(mirror.hits.values()) == 0
+    run = subprocess.run([sys.executable, "-m", "earmark", "fetch", "fsdd", "--to", str(tmp_path), "--base-url",
+                          mirror.url("/mirror")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert run.returncode == 2 and run.stderr.startswith("error:") and "checksums.lock is damaged" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_an_interrupted_preset_resumes_where_it_stopped(mirror, tmp_path, monkeypatch):
+    """A download cut off mid-way resumes with a Range request; an extraction stopped by Ctrl-C is redone
+    from the kept archive, without the network."""
+    mirror.truncate_once.add(archive_path("esc50"))
+    with pytest.raises(EarmarkError, match="closed after"):
+        fetch_from(mirror, "esc50", tmp_path)
+    assert not (tmp_path / "esc50").exists()
+    import earmark.fetch.presets as presets
+
+    extract = presets.safe_extract
+
+    def interrupted(archive, dest, limits):
+        extract(archive, dest, limits)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(presets, "safe_extract", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_from(mirror, "esc50", tmp_path)
+    assert [path for path, _ in mirror.range_requests] == [archive_path("esc50")]
+    assert not (tmp_path / "esc50").exists() and not list((tmp_path / "downloads").glob(".*unpacked"))
+    monkeypatch.setattr(presets, "safe_extract", extract)
+    hits = sum(mirror.hits.values())
+    result = fetch_from(mirror, "esc50", tmp_path)
+    assert result.n_downloaded == 1 and (tmp_path / "esc50" / "meta" / "esc50.csv").is_file()
+    assert sum(mirror.hits.values()) == hits  # the archive was already whole
+
+
+def test_options_that_do_not_apply_to_a_preset_are_refused(mirror, tmp_path):
+    for option, flag in ((dict(rate_hz=8000), "--rate-hz"), (dict(clip_s=1.0), "--clip-s"),
+                         (dict(drive_base_url="http://127.0.0.1:9"), "--drive-base-url")):
+        with pytest.raises(EarmarkError, match=f"{flag} does not apply to a preset"):
+            fetch_entry("esc50", tmp_path, base_url=mirror.url("/mirror"), **option)
+    with pytest.raises(EarmarkError, match="--max-extract-gb must be > 0"):
+        fetch_entry("esc50", tmp_path, max_extract_gb=0)
+    with pytest.raises(EarmarkError, match="--max-extract-gb must be > 0"):
+        api.fetch("esc50", tmp_path, max_extract_gb=-1)
+    assert sum(mirror.hits.values()) == 0 and not (tmp_path / "esc50").exists()
+    result = fetch_entry("esc50", tmp_path, base_url=mirror.url("/mirror"), checksum=sha256_of(mirror, "esc50"),
+                         retries=0)
+    assert result.root == tmp_path / "esc50"

@@ -15,6 +15,7 @@ import soundfile as sf
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
+from earmark.fetch.entry import fetch as fetch_entry
 
 from fetch_server import LocalServer, tar_bytes, wav_bytes, zip_bytes
 
@@ -214,26 +215,50 @@ def test_cli_fetch_offline_says_so_in_one_message(tmp_path):
     assert len(pd.read_csv(tmp_path / "data" / "fetch_failures.csv")) == 3
 
 
-def test_a_drive_folder_row_uses_every_file_in_it(tmp_path, monkeypatch):
-    """gdown needs drive.google.com, so a stand-in honouring gdown.download_folder's contract writes the files."""
+def test_a_drive_folder_row_uses_every_file_in_it(server, tmp_path, monkeypatch):
+    """gdown needs drive.google.com to list a folder, so a stand-in honouring gdown.download_folder's
+    skip_download contract lists it; the files themselves come from the local Drive stand-in."""
     import socket
 
     import gdown
+    from gdown.download import GoogleDriveFileToDownload
 
-    def fake_download_folder(url, output, quiet, use_cookies, resume, timeout=None, retries=0):
-        written = {"talk.wav": wav_bytes(200, 1.0), "more/clips.zip": zip_bytes({"x.wav": wav_bytes(210, 0.5)}),
-                   "notes.txt": b"not audio"}
-        for name, data in written.items():
-            (Path(output) / name).parent.mkdir(parents=True, exist_ok=True)
-            (Path(output) / name).write_bytes(data)
-        return [str(Path(output) / name) for name in written]
+    contents = {"talk.wav": ("1TalkFileIdAbc", wav_bytes(200, 1.0)),
+                "more/clips.zip": ("1ZipFileIdAbcd", zip_bytes({"x.wav": wav_bytes(210, 0.5)})),
+                "notes.txt": ("1NotesFileIdAb", b"not audio")}
+    for name, (file_id, data) in contents.items():
+        server.drive[file_id] = (name.rsplit("/", 1)[-1], data, "direct")
 
-    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])  # "online", and nothing is contacted
-    monkeypatch.setattr(gdown, "download_folder", fake_download_folder)
+    def list_folder(url, output=None, quiet=False, use_cookies=True, skip_download=False, timeout=None):
+        assert skip_download
+        return [GoogleDriveFileToDownload(id=file_id, path=name, local_path="/nowhere")
+                for name, (file_id, _) in contents.items()]
+
+    lookup = socket.getaddrinfo  # "online" for drive.google.com, and nothing outside 127.0.0.1 is contacted
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: lookup(host, *a, **k) if host == "127.0.0.1"
+                        else [])
+    monkeypatch.setattr(gdown, "download_folder", list_folder)
     sources = tmp_path / "S.csv"
     sources.write_text("url,label\nhttps://drive.google.com/drive/folders/1FolderIdAbcdefgh?usp=sharing,speech\n")
-    result = api.fetch(sources, tmp_path / "data", rate_hz=8000, clip_s=0.5)
+    result = fetch(sources, tmp_path / "data", server)
     meta = pd.read_csv(tmp_path / "data" / "metadata.csv")
     assert sorted(meta["member"].unique()) == ["more/clips.zip/x.wav", "talk.wav"]
     assert result.n_clips == 3 and len(result.failures) == 1 and "notes.txt" in result.failures[0].source
     assert "neither audio" in result.failures[0].reason
+    again = fetch(sources, tmp_path / "data", server)
+    assert (again.n_reused, again.n_downloaded) == (1, 0)
+
+
+def test_options_that_do_not_apply_to_a_sources_list_are_refused(server, tmp_path):
+    sources = tmp_path / "S.csv"
+    sources.write_text(f"url,label\n{server.url('/audio/low.wav')},low\n")
+    for option, flag in ((dict(base_url="http://127.0.0.1:9"), "--base-url"), (dict(checksum="md5:" + "0" * 32),
+                                                                               "--checksum")):
+        with pytest.raises(EarmarkError, match=f"{flag} does not apply to a sources list"):
+            fetch_entry(sources, tmp_path / "data", **option)
+    with pytest.raises(EarmarkError, match="--max-extract-gb must be > 0"):
+        fetch_entry(sources, tmp_path / "data", max_extract_gb=0)
+    assert sum(server.hits.values()) == 0 and not (tmp_path / "data").exists()
+    result = fetch_entry(sources, tmp_path / "data", retries=0)  # rate_hz not given: 16 kHz
+    clip = result.metadata.parent / pd.read_csv(result.metadata)["path"][0]
+    assert result.n_clips == 1 and sf.info(clip).samplerate == 16000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -137,3 +138,100 @@ def test_a_damaged_archive_is_reported_and_an_existing_target_is_never_touched(t
     not_archive = tmp_path / "page.html"
     not_archive.write_text("<html></html>")
     assert archive_kind(not_archive) is None
+
+
+def patch_declared_size(archive: Path, declared: int) -> None:
+    """Rewrite the (single) member's uncompressed size in the local header and the central directory."""
+    _patch(archive, {(b"PK\x03\x04", 22): declared, (b"PK\x01\x02", 24): declared})
+
+
+def patch_crc(archive: Path, crc: int) -> None:
+    _patch(archive, {(b"PK\x03\x04", 14): crc, (b"PK\x01\x02", 16): crc})
+
+
+def _patch(archive: Path, fields: dict[tuple[bytes, int], int]) -> None:
+    """Overwrite 4-byte little-endian fields at (offset after a header signature)."""
+    data = bytearray(archive.read_bytes())
+    for (signature, offset), value in fields.items():
+        start = data.index(signature) + offset
+        data[start:start + 4] = value.to_bytes(4, "little")
+    archive.write_bytes(bytes(data))
+
+
+def test_a_zip_member_inflating_past_its_declared_size_never_grows_on_disk(tmp_path):
+    """Declared 100 bytes (well under the limit), inflates to 3 MiB: refused, or cut at 100 bytes."""
+    import zlib
+
+    bomb = make_zip(tmp_path / "bomb.zip", {"quiet.wav": bytes(3 << 20)})
+    patch_declared_size(bomb, 100)
+    limits = ArchiveLimits(max_total_bytes=1000)
+    with pytest.raises(FetchError, match="bomb.zip is damaged"):  # the CRC of 100 bytes cannot match
+        safe_extract(bomb, tmp_path / "out", limits)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+    patch_crc(bomb, zlib.crc32(bytes(100)))  # a forger who also fixed the CRC gets 100 bytes, no more
+    safe_extract(bomb, tmp_path / "out", limits)
+    assert (tmp_path / "out" / "quiet.wav").stat().st_size == 100
+
+
+def zip_with_symlink(path: Path, link_name: str, target: bytes, others: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as bundle:
+        link = zipfile.ZipInfo(link_name)
+        link.external_attr = (0o120777 << 16)  # S_IFLNK | 0777, as `zip --symlinks` stores it
+        bundle.writestr(link, target)
+        for name, data in others.items():
+            bundle.writestr(name, data)
+    return path
+
+
+def test_zip_symlinks_are_refused_when_they_leave_and_skipped_when_they_stay(tmp_path):
+    outside = zip_with_symlink(tmp_path / "out.zip", "clips/passwd.wav", b"../../etc/passwd", {"a.wav": b"RIFF"})
+    with pytest.raises(FetchError, match="points outside"):
+        safe_extract(outside, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+    inner = zip_with_symlink(tmp_path / "in.zip", "clips/alias.wav", b"good.wav", {"clips/good.wav": b"RIFF"})
+    assert safe_extract(inner, tmp_path / "ok") == ["clips/good.wav"]
+    assert not (tmp_path / "ok" / "clips" / "alias.wav").exists()
+    huge = zip_with_symlink(tmp_path / "huge.zip", "clips/long.wav", b"a/" * (1 << 20), {"a.wav": b"RIFF"})
+    with pytest.raises(FetchError, match="target longer than 4096 bytes"):
+        safe_extract(huge, tmp_path / "y")
+
+
+def test_a_tar_over_the_member_limit_is_refused_before_its_listing_is_read(tmp_path, monkeypatch):
+    archive = make_tar(tmp_path / "many.tar.gz", [tarfile.TarInfo(f"{i}.wav") for i in range(300)],
+                       {f"{i}.wav": b"x" for i in range(300)})
+    headers_read = []
+    read_header = tarfile.TarFile.next
+
+    def counting(self):
+        headers_read.append(1)
+        return read_header(self)
+
+    monkeypatch.setattr(tarfile.TarFile, "next", counting)
+    with pytest.raises(FetchError, match="more than 10 members"):
+        safe_extract(archive, tmp_path / "out", ArchiveLimits(max_members=10))
+    assert len(headers_read) < 20  # stopped at the limit, not after all 300 headers
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("members, why", [
+    ({"a": b"file", "a/b.wav": b"RIFF"}, "'a/b.wav' lies inside 'a', which the archive also holds as a file"),
+    ({"a/b.wav": b"RIFF", "a": b"file"}, "'a' is a file, but other members lie inside a folder of that name"),
+])
+def test_a_member_both_file_and_folder_is_refused_with_the_reason(tmp_path, members, why):
+    for make, suffix in ((make_zip, ".zip"), (None, ".tar.gz")):
+        if make is None:
+            archive = make_tar(tmp_path / f"clash{suffix}", [tarfile.TarInfo(n) for n in members], members)
+        else:
+            archive = make(tmp_path / f"clash{suffix}", members)
+        with pytest.raises(FetchError, match=re.escape(why)):
+            safe_extract(archive, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+
+def test_archive_limits_must_be_positive():
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(EarmarkError, match="--max-extract-gb must be > 0"):
+            ArchiveLimits.from_gb(bad)
+    with pytest.raises(EarmarkError, match="max_members=0"):
+        ArchiveLimits(max_members=0)
+    assert ArchiveLimits.from_gb(0.5).max_total_bytes == 2**29

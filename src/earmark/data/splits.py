@@ -13,7 +13,6 @@ missing is its own group (keyed by its file).
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, ShuffleSplit
 
 from earmark.config import SplitConfig
 from earmark.errors import EarmarkError
+from earmark.files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("path", "label", "group", "fold", "split")
@@ -104,8 +104,8 @@ def write_splits(items: pd.DataFrame, out_dir: Path, stats: dict) -> None:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
-        _atomic_write(out_dir / f"{name}.csv", items[items["split"] == name].to_csv(index=False))
-    _atomic_write(out_dir / "split_stats.json", json.dumps(stats, indent=2, default=str) + "\n")
+        atomic_write_text(out_dir / f"{name}.csv", items[items["split"] == name].to_csv(index=False))
+    atomic_write_text(out_dir / "split_stats.json", json.dumps(stats, indent=2, default=str) + "\n")
 
 
 def load_splits(out_dir: Path) -> pd.DataFrame:
@@ -386,9 +386,3 @@ def _require_columns(items: pd.DataFrame) -> None:
                            "earmark.data.sources.load_table")
     if items.empty:
         raise EarmarkError("there are no items to split; check the data source")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -7,6 +7,7 @@ ranges out.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ from typing import Optional
 import numpy as np
 
 from earmark.data.audio import MIN_PARTIAL_FRACTION, SUPPORTED_FORMATS, AudioError, decode, extension, resample, to_mono
+from earmark.errors import EarmarkError
 from earmark.fetch.report import FetchError
+from earmark.files import atomic_write_bytes
 
 CONTAINER_FORMATS = (".m4a", ".mp4", ".webm", ".mkv", ".mov", ".aac", ".opus", ".oga", ".wma", ".avi", ".3gp",
                      ".flv", ".mka", ".aiff", ".aif")
@@ -83,13 +86,19 @@ def clip_bounds(n_samples: int, rate_hz: int, start_s: Optional[float], end_s: O
 
 
 def write_wav(path: Path, wave: np.ndarray, rate_hz: int) -> bool:
-    """Write `(n_samples,)` as 16-bit mono WAV; an existing file is kept (returns False), never overwritten."""
+    """Write `(n_samples,)` as 16-bit mono WAV; an existing file is kept (returns False), never overwritten.
+
+    A full disk or an unwritable folder is an EarmarkError naming the file.
+    """
     import soundfile as sf
 
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    sf.write(partial, np.clip(wave, -1.0, 1.0), rate_hz, subtype=WAV_SUBTYPE, format="WAV")
-    os.replace(partial, path)
+    encoded = io.BytesIO()  # encoded in memory: the only disk write is the atomic one, with a clear error
+    sf.write(encoded, np.clip(wave, -1.0, 1.0), rate_hz, subtype=WAV_SUBTYPE, format="WAV")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EarmarkError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    atomic_write_bytes(path, encoded.getvalue())
     return True

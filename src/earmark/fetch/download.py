@@ -1,9 +1,11 @@
 """HTTP(S) downloads that survive bad networks and never clobber a file.
 
-A download streams into `<key>.part` beside its target, resumes with a Range request
-when the server allows it, retries transient failures with exponential backoff, and is
-renamed into place only when complete. `state.json` in the same folder records every
-finished download (file, bytes, sha256), so a second run skips it without the network.
+A download streams into `<key>.part` beside its target, hashing every byte as it arrives;
+it resumes with a Range request when the server allows it (with If-Range, so a file
+that changed meanwhile is fetched whole again), retries transient failures with
+exponential backoff, and is renamed into place only when complete. `state.json` in the
+same folder records every finished download (file, bytes, sha256), so a second run
+skips it without the network.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
@@ -25,11 +27,12 @@ from urllib.request import Request, urlopen
 from earmark.errors import EarmarkError
 from earmark.fetch.names import name_from_url, safe_name, short_hash
 from earmark.fetch.report import FetchError, unreachable
+from earmark.fetch.state import DownloadState
+from earmark.files import atomic_write_text
 
 USER_AGENT = "earmark-fetch/0.1 (+python urllib)"
 CHUNK_BYTES = 1 << 20
 PROGRESS_MIN_BYTES = 4 << 20  # smaller downloads finish before a bar is worth drawing
-STATE_FILE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -43,48 +46,6 @@ class DownloadOptions:
         if self.retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
             raise EarmarkError(f"retries ({self.retries}) and backoff_s ({self.backoff_s}) must be >= 0 and "
                                f"timeout_s ({self.timeout_s}) > 0")
-
-
-class DownloadState:
-    """`<folder>/state.json`: finished downloads by key, plus free-form entries such as settings."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.path = self.folder / STATE_FILE
-        try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise EarmarkError(f"{self.path} is damaged; delete it (finished downloads are then fetched again, "
-                               f"files already there are never overwritten)") from None
-        self.data.setdefault("downloads", {})
-
-    def finished(self, key: str) -> Optional[Path]:
-        """The file of a finished download, if it is still there with its recorded size."""
-        entry = self.data["downloads"].get(key)
-        if entry is None or "file" not in entry:
-            return None
-        path = self.folder / entry["file"]
-        if path.is_file() and path.stat().st_size == entry["bytes"]:
-            return path
-        return None
-
-    def forget(self, key: str) -> None:
-        self.data["downloads"].pop(key, None)
-        self.save()
-
-    def entry(self, key: str) -> Optional[dict]:
-        return self.data["downloads"].get(key)
-
-    def record(self, key: str, path: Path, **extra: Any) -> None:
-        entry = {"file": os.path.relpath(path, self.folder), "bytes": path.stat().st_size, **extra}
-        self.data["downloads"][key] = entry
-        self.save()
-
-    def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(STATE_FILE + ".part")
-        partial.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(partial, self.path)
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -109,12 +70,21 @@ class _Retry(Exception):
     """A failure worth another attempt (5xx, reset, timeout, short body)."""
 
 
+@dataclass(frozen=True)
+class _Body:
+    """A complete body in `<key>.part`: the server's file name and the hex digests of every byte."""
+    name: str
+    digests: dict[str, str]
+
+
 def fetch_url(url: str, folder: Path, options: DownloadOptions, state: DownloadState, *,
-              key: Optional[str] = None, default_name: Optional[str] = None) -> Path:
+              key: Optional[str] = None, default_name: Optional[str] = None,
+              extra_digests: tuple[str, ...] = ()) -> Path:
     """Download `url` into `folder` (named `<hash>-<name from the server>`); returns the file.
 
     `key` identifies the item in the state file (default: the URL); a finished key is
-    returned at once. Raises FetchError with the reason after the last attempt.
+    returned at once. Its entry holds the sha256 (and each of `extra_digests`, e.g. 'md5')
+    computed while the bytes arrived. Raises FetchError with the reason after the last attempt.
     """
     key = key or url
     finished = state.finished(key)
@@ -123,40 +93,48 @@ def fetch_url(url: str, folder: Path, options: DownloadOptions, state: DownloadS
     folder.mkdir(parents=True, exist_ok=True)
     prefix = short_hash(key)
     part = folder / f"{prefix}.part"
+    algorithms = ("sha256", *(a for a in extra_digests if a != "sha256"))
     reason = "no attempt made"
     for attempt in range(options.retries + 1):
         if attempt:
             time.sleep(options.backoff_s * 2 ** (attempt - 1))
         try:
-            name = _stream(url, part, options, default_name)
+            body = _stream(url, part, options, default_name, algorithms)
             break
         except _Retry as exc:
             reason = str(exc)
     else:
         raise FetchError(f"{reason} (gave up after {options.retries + 1} attempts)")
-    final = folder / f"{prefix}-{name}"
+    final = folder / f"{prefix}-{body.name}"
     if final.exists():
         raise FetchError(f"{final} already exists but is not recorded as a finished download of this source; "
                          f"it is left untouched: delete or move it and run again")
+    # Recorded, then renamed: a run stopped between the two leaves the whole .part, which the
+    # next run finds complete (416) and renames; never a final file without its entry.
+    state.record(key, final, n_bytes=part.stat().st_size, url=url, **body.digests)
     os.replace(part, final)
-    state.record(key, final, url=url, sha256=file_digest(final))
+    _resume_file(part).unlink(missing_ok=True)
     return final
 
 
-def _stream(url: str, part: Path, options: DownloadOptions, default_name: Optional[str]) -> str:
-    """One attempt: append to (or restart) `part`; returns the file name the server gave."""
+def _stream(url: str, part: Path, options: DownloadOptions, default_name: Optional[str],
+            algorithms: tuple[str, ...]) -> _Body:
+    """One attempt: append to (or restart) `part`, hashing as it goes."""
     offset = part.stat().st_size if part.exists() else 0
+    resume = _read_resume(part) if offset else {}
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if resume.get("validator"):  # the server sends the whole new file if this one changed
+            headers["If-Range"] = resume["validator"]
     try:
         response = urlopen(Request(url, headers=headers), timeout=options.timeout_s)
     except HTTPError as exc:
         if exc.code == 416 and offset:  # nothing left to send: the part may be whole already
             total = exc.headers.get("Content-Range", "").rpartition("/")[2]
             if total.isdigit() and int(total) == offset:
-                return _name(exc.headers, url, default_name)
-            part.unlink()
+                return _Body(_name(exc.headers, url, default_name), _part_digests(part, algorithms).hexdigests())
+            _discard(part)
             raise _Retry("the server refused to resume; starting over") from None
         if exc.code in (408, 425, 429) or exc.code >= 500:
             raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
@@ -166,24 +144,78 @@ def _stream(url: str, part: Path, options: DownloadOptions, default_name: Option
     except (OSError, http.client.HTTPException) as exc:
         raise _connection_failure(url, exc, options) from None
     with response:
-        if response.status == 206:
-            start = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("-")[0]
-            if start != str(offset):
-                part.unlink()
-                raise _Retry(f"the server resumed at byte {start}, not {offset}; starting over")
-        else:  # 200: the server ignored the Range header, so the whole body follows
-            offset = 0
         length = response.headers.get("Content-Length")
+        if response.status == 206:
+            start, _, size = response.headers.get("Content-Range", "").removeprefix("bytes ").partition("-")
+            size = size.rpartition("/")[2]
+            if start != str(offset) or (resume.get("total") and size != str(resume["total"])):
+                _discard(part)
+                raise _Retry(f"the server resumed at byte {start} of {size}, not {offset} of the file the "
+                             f"partial download came from; starting over")
+            digests = _part_digests(part, algorithms)
+        else:  # 200: the server ignored the Range header (or the file changed), so the whole body follows
+            offset = 0
+            digests = _Digests(algorithms)
+            _write_resume(part, response.headers, length)
         total = offset + int(length) if length and length.isdigit() else None
         name = _name(response.headers, response.geturl() or url, default_name)
-        written = _copy_body(response, part, offset, total, name, options)
+        written = _copy_body(response, part, offset, total, name, options, digests)
     if total is not None and written < total:
         raise _Retry(f"the connection closed after {written} of {total} bytes")
-    return name
+    return _Body(name, digests.hexdigests())
 
 
-def _copy_body(response, part: Path, offset: int, total: Optional[int], name: str, options: DownloadOptions) -> int:
-    """Stream the body to `part` (appending after `offset`); returns the bytes now in `part`."""
+class _Digests:
+    """Several hashes of one stream, fed block by block."""
+
+    def __init__(self, algorithms: tuple[str, ...]):
+        self._hashes = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
+
+    def update(self, block: bytes) -> None:
+        for digest in self._hashes.values():
+            digest.update(block)
+
+    def hexdigests(self) -> dict[str, str]:
+        return {algorithm: digest.hexdigest() for algorithm, digest in self._hashes.items()}
+
+
+def _part_digests(part: Path, algorithms: tuple[str, ...]) -> _Digests:
+    """The digests of what `part` already holds (read once, when resuming)."""
+    digests = _Digests(algorithms)
+    with open(part, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
+            digests.update(block)
+    return digests
+
+
+def _resume_file(part: Path) -> Path:
+    """`<key>.resume.json` beside `<key>.part`: what identifies the file the part belongs to."""
+    return part.with_suffix(".resume.json")
+
+
+def _write_resume(part: Path, headers: Message, length: Optional[str]) -> None:
+    """The server's validator for If-Range: a strong ETag, else Last-Modified; plus the total size."""
+    etag = headers.get("ETag", "")
+    validator = etag if etag.startswith('"') else headers.get("Last-Modified", "")  # weak (W/) ETags may not
+    atomic_write_text(_resume_file(part), json.dumps({"validator": validator, "total": int(length) if length
+                                                      and length.isdigit() else None}))
+
+
+def _read_resume(part: Path) -> dict:
+    try:
+        return json.loads(_resume_file(part).read_text())
+    except (OSError, ValueError):  # none (an older part) or damaged: resume on the Range header alone
+        return {}
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _resume_file(part).unlink(missing_ok=True)
+
+
+def _copy_body(response, part: Path, offset: int, total: Optional[int], name: str, options: DownloadOptions,
+               digests: _Digests) -> int:
+    """Stream the body to `part` (appending after `offset`), hashing it; returns the bytes now in `part`."""
     bar = task = None
     if options.progress and (total is None or total >= PROGRESS_MIN_BYTES):
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -206,6 +238,7 @@ def _copy_body(response, part: Path, offset: int, total: Optional[int], name: st
                     handle.write(block)
                 except OSError as exc:
                     raise FetchError(f"cannot write {part}: {exc.strerror}") from None
+                digests.update(block)
                 written += len(block)
                 if bar is not None:
                     bar.update(task, completed=written)

@@ -2,26 +2,27 @@
 
 File links (`/file/d/<id>/view`, `open?id=<id>`, `uc?id=<id>`) become
 `<base>/uc?export=download&id=<id>`; a large file first answers with a page asking to
-confirm (virus scan skipped), whose form gives the real download URL. `base_url` is
-injectable so tests and mirrors can stand in for drive.google.com. Folder links
-(`/drive/folders/<id>`) are listed and downloaded by gdown, which always talks to
-drive.google.com itself.
+confirm (virus scan skipped), whose form gives the real download URL. Both requests go
+through `fetch_url`. `base_url` is injectable so tests and mirrors can stand in for
+drive.google.com. Folder links (`/drive/folders/<id>`) are listed by gdown, which always
+talks to drive.google.com itself; their files then come like file links.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
+import posixpath
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.error import HTTPError, URLError
+from typing import Optional
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit, urlunsplit
-from urllib.request import Request, urlopen
 
-from earmark.fetch.download import USER_AGENT, DownloadOptions, DownloadState, check_reachable, fetch_url
-from earmark.fetch.names import short_hash
+from earmark.errors import EarmarkError
+from earmark.fetch.download import DownloadOptions, check_reachable, fetch_url
+from earmark.fetch.names import inside, short_hash
 from earmark.fetch.report import FetchError, unreachable
+from earmark.fetch.state import DownloadState
 
 DRIVE_BASE_URL = "https://drive.google.com"
 DRIVE_HOSTS = ("drive.google.com", "docs.google.com", "drive.usercontent.google.com")
@@ -55,37 +56,61 @@ def file_download_url(file_id: str, base_url: str = DRIVE_BASE_URL) -> str:
 
 def download_drive_file(file_id: str, folder: Path, options: DownloadOptions, state: DownloadState,
                         base_url: str = DRIVE_BASE_URL) -> Path:
+    """The file behind a Drive id, through `fetch_url` (retries, resume, state) for the page and the file."""
     key = f"gdrive:{file_id}"
     finished = state.finished(key)
     if finished is not None:
         return finished
-    url = _confirmed_url(file_download_url(file_id, base_url), options)
-    path = fetch_url(url, folder, options, state, key=key, default_name=f"drive-{file_id}")
-    with open(path, "rb") as handle:
-        head = handle.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
-        state.forget(key)
-        path.unlink()
+    first_key = f"gdrive-uc:{file_id}"  # the first answer: the file itself, or the page asking to confirm
+    url = file_download_url(file_id, base_url)
+    path = _fetch(url, folder, options, state, first_key, file_id)
+    page = _html_head(path)
+    if page is None:  # served directly: one request, now recorded as the file
+        state.move(first_key, key)
+        return path
+    _drop(path, state, first_key)
+    path = _fetch(_confirmed_url(page, url), folder, options, state, key, file_id)
+    if _html_head(path) is not None:
+        _drop(path, state, key)
         raise FetchError(NOT_SHARED)
     return path
 
 
-def _confirmed_url(url: str, options: DownloadOptions) -> str:
-    """`url` itself when it serves the file; the confirmation form's target when it serves a page."""
-    try:
-        with urlopen(Request(url, headers={"User-Agent": USER_AGENT}), timeout=options.timeout_s) as response:
-            if "html" not in response.headers.get("Content-Type", ""):
-                return response.geturl() or url
-            page = response.read(MAX_PAGE_BYTES).decode("utf-8", "replace")
-            page_url = response.geturl() or url
-    except HTTPError as exc:
-        raise FetchError(f"HTTP {exc.code} {exc.reason} from Google Drive (is the file shared publicly?)") from None
-    except URLError as exc:
-        import socket
+def is_finished(url: str, state: DownloadState) -> bool:
+    """Whether an earlier run downloaded everything behind a Drive file or folder link."""
+    kind, drive_id = parse_drive_link(url)
+    if kind == "file":
+        return state.finished(f"gdrive:{drive_id}") is not None
+    listing = _listing(state, drive_id)
+    return listing is not None and all(state.finished(f"gdrive:{i}") is not None for i in listing.values())
 
-        if isinstance(exc.reason, socket.gaierror):
-            raise unreachable(urlsplit(url).hostname or url, "name lookup failed") from None
-        raise FetchError(f"cannot connect to {urlsplit(url).netloc}: {exc.reason}") from None
+
+def _fetch(url: str, folder: Path, options: DownloadOptions, state: DownloadState, key: str, file_id: str) -> Path:
+    try:
+        return fetch_url(url, folder, options, state, key=key, default_name=f"drive-{file_id}")
+    except FetchError as exc:
+        if exc.reason.startswith(("HTTP 403", "HTTP 404")):
+            raise FetchError(f"{exc.reason} from Google Drive (is the file shared as 'Anyone with the link'?)") \
+                from None
+        raise
+
+
+def _html_head(path: Path) -> Optional[str]:
+    """The start of the file (up to MAX_PAGE_BYTES) when it is a web page, else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+        if not head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+            return None
+        return (head + handle.read(MAX_PAGE_BYTES - len(head))).decode("utf-8", "replace")
+
+
+def _drop(path: Path, state: DownloadState, key: str) -> None:
+    state.forget(key)
+    path.unlink(missing_ok=True)
+
+
+def _confirmed_url(page: str, page_url: str) -> str:
+    """The real download URL from the page asking to confirm; FetchError for any other page."""
     form = _ConfirmForm()
     form.feed(page)
     if form.action:
@@ -121,33 +146,60 @@ class _ConfirmForm(HTMLParser):
 
 
 def download_drive_folder(url: str, folder_id: str, folder: Path, options: DownloadOptions,
-                          state: DownloadState) -> list[tuple[Path, str]]:
-    """Every file of a public Drive folder (gdown lists at most 50 per folder) as (path, name in the folder)."""
-    key = f"gdrive-folder:{folder_id}"
-    target = folder / f"{short_hash(key)}-folder"
-    entry = state.entry(key)
-    if entry is not None and all((target / name).is_file() for name in entry["files"]):
-        return [(target / name, name) for name in entry["files"]]
-    check_reachable("https://drive.google.com")
+                          state: DownloadState, base_url: str = DRIVE_BASE_URL) -> list[tuple[Path, str]]:
+    """Every file of a public Drive folder as (path, name in the folder).
+
+    gdown only lists the folder (at most 50 files per folder); every name is checked to stay
+    inside the target before anything is written, then each file comes through
+    `download_drive_file`, with its retries, resume and state.
+    """
+    target = folder / f"{short_hash(f'gdrive-folder:{folder_id}')}-folder"
+    listing = _listing(state, folder_id)
+    if listing is None:
+        listing = _list_folder(folder_id, target, options)
+        state.data["downloads"][f"gdrive-folder:{folder_id}"] = {"url": url, "files": listing}
+        state.save()
+    files = []
+    for name, file_id in listing.items():
+        subfolder = inside(target, posixpath.dirname(name) or ".")  # checked again: a link may have appeared
+        files.append((download_drive_file(file_id, subfolder, options, state, base_url), name))
+    return files
+
+
+def _listing(state: DownloadState, folder_id: str) -> Optional[dict[str, str]]:
+    """{name in the folder: file id} recorded by an earlier run, if any."""
+    entry = state.entry(f"gdrive-folder:{folder_id}") or {}
+    return entry["files"] if isinstance(entry.get("files"), dict) else None
+
+
+def _list_folder(folder_id: str, target: Path, options: DownloadOptions) -> dict[str, str]:
+    """{name in the folder: file id} from gdown, without downloading; a name leaving the folder is refused."""
+    check_reachable(DRIVE_BASE_URL)
     import gdown
 
-    wanted = {"url": f"https://drive.google.com/drive/folders/{folder_id}", "output": str(target), "quiet": True,
-              "use_cookies": False, "resume": True, "timeout": options.timeout_s, "retries": options.retries}
-    accepted = inspect.signature(gdown.download_folder).parameters
+    parameters = inspect.signature(gdown.download_folder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if "skip_download" not in parameters and not takes_any:
+        raise FetchError(f"gdown {getattr(gdown, '__version__', '')} cannot list a Drive folder without "
+                         f"downloading it; pip install 'gdown>=5.1'")
+    wanted = {"url": f"{DRIVE_BASE_URL}/drive/folders/{folder_id}", "quiet": True, "use_cookies": False,
+              "skip_download": True, "timeout": options.timeout_s}
     try:
-        paths = gdown.download_folder(**{k: v for k, v in wanted.items() if k in accepted})
+        entries = gdown.download_folder(**{k: v for k, v in wanted.items() if k in parameters or takes_any})
     except Exception as exc:  # gdown's own errors, requests' connection errors, ValueError
         text = str(exc)
         if any(word in text for word in ("NameResolution", "Failed to resolve", "getaddrinfo", "Name or service")):
             raise unreachable("drive.google.com", "name lookup failed") from None
-        raise FetchError(f"gdown could not fetch the Drive folder: {type(exc).__name__}: {text[:300]}") from None
-    files = [Path(p) for p in paths or [] if p]
-    real_target = os.path.realpath(target)
-    if any(not os.path.realpath(p).startswith(real_target + os.sep) for p in files):
-        raise FetchError("gdown wrote a file outside its folder; refused")
-    if not files:
+        raise FetchError(f"gdown could not list the Drive folder: {type(exc).__name__}: {text[:300]}") from None
+    listing = {}
+    for entry in entries or []:
+        name = str(entry.path).replace("\\", "/")
+        try:
+            inside(target, name)  # the same check as for archive members, before anything is written
+        except EarmarkError:
+            raise FetchError(f"the Drive folder lists {name!r}, which would land outside its folder; refused") \
+                from None
+        listing[posixpath.normpath(name)] = str(entry.id)
+    if not listing:
         raise FetchError("the Drive folder is empty or not shared as 'Anyone with the link'")
-    names = [os.path.relpath(p, target).replace(os.sep, "/") for p in files]
-    state.data["downloads"][key] = {"files": names, "url": url}
-    state.save()
-    return [(target / name, name) for name in names]
+    return listing

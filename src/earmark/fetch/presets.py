@@ -3,15 +3,19 @@
 `fetch_preset(name, DIR)` downloads the archive into DIR/downloads/, verifies it, extracts
 it safely and lays it out as DIR/<name>/, exactly what `data.source=<name>` (or, for
 Speech Commands, `data.source=csv` on the metadata.csv written here) reads. Where no
-checksum is published (a moving GitHub archive), the sha256 of the first download is
-recorded in DIR/checksums.lock and every later download must match it.
+checksum is published (a moving GitHub archive), the sha256 of the first download that
+lays out completely is recorded in DIR/checksums.lock and every later download must match it.
+An archive that fails verification, extraction or layout is removed, so the next run
+downloads it again.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,12 +23,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from earmark.errors import EarmarkError
-from earmark.fetch.archives import ArchiveLimits, safe_extract
-from earmark.fetch.download import DownloadOptions, DownloadState, fetch_url, file_digest
+from earmark.fetch.archives import SKIPPED_MEMBERS, ArchiveLimits, safe_extract
+from earmark.fetch.download import DownloadOptions, fetch_url, file_digest
 from earmark.fetch.report import FetchError, FetchResult
+from earmark.fetch.state import DOWNLOADS, DownloadState
+from earmark.files import atomic_write_text
 
 LOCK_FILE = "checksums.lock"
-DOWNLOADS = "downloads"
 
 
 @dataclass(frozen=True)
@@ -57,12 +62,11 @@ def _speech_commands_metadata(root: Path) -> None:
             relative = f"{word_dir.name}/{wav.name}"
             split = "test" if relative in test else "val" if relative in val else "train"
             rows.append((relative, word_dir.name, wav.name.split("_nohash_")[0], split))
-    partial = root / "metadata.csv.part"
-    with open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "speaker", "split"])
-        writer.writerows(rows)
-    os.replace(partial, root / "metadata.csv")
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", "label", "speaker", "split"])
+    writer.writerows(rows)
+    atomic_write_text(root / "metadata.csv", text.getvalue())
 
 
 PRESETS: dict[str, DatasetPreset] = {preset.name: preset for preset in (
@@ -101,17 +105,23 @@ def describe_presets() -> list[dict[str, str]]:
 
 
 def preset_named(name: str) -> DatasetPreset:
-    preset = PRESETS.get(name.lower().replace("-", "").replace(" ", "_"))
+    """The preset called `name`, ignoring case, '-', '_' and spaces ('Speech-Commands' is speech_commands)."""
+    preset = next((p for p in PRESETS.values() if _plain(p.name) == _plain(name)), None)
     if preset is None:
         raise EarmarkError(f"{name!r} is neither an existing sources file (.yaml/.csv) nor a preset "
                            f"({', '.join(PRESETS)}; see `earmark datasets`)")
     return preset
 
 
+def _plain(name: str) -> str:
+    return re.sub(r"[-_\s]", "", name.lower())
+
+
 def fetch_preset(name: str, to: Path, options: DownloadOptions, *, base_url: Optional[str] = None,
                  checksum: Optional[str] = None, limits: ArchiveLimits = ArchiveLimits()) -> FetchResult:
     """Download, verify, extract and lay out a preset as DIR/<name>; a complete layout is left as it is."""
     preset = preset_named(name)
+    expected = _checksum_parts(checksum or preset.checksum) if (checksum or preset.checksum) else None
     to = Path(to)
     root = to / preset.name
     result = FetchResult(to=to, overrides=[o.format(root=root) for o in preset.overrides], n_sources=1, root=root)
@@ -121,73 +131,108 @@ def fetch_preset(name: str, to: Path, options: DownloadOptions, *, base_url: Opt
     if root.exists():
         raise EarmarkError(f"{root} exists but is not a complete {preset.title} layout (no {preset.marker}); it is "
                            f"left untouched: delete it, or fetch into another --to folder")
+    lock_path = to / LOCK_FILE
+    recorded = _read_lock(lock_path).get(preset.name, {}).get("sha256")  # a damaged lock stops us before downloading
     url = f"{base_url.rstrip('/')}/{preset.archive_name}" if base_url else preset.url
     state = DownloadState(to / DOWNLOADS)
     key = f"preset:{preset.name}:{url}"
     result.n_downloaded = 1  # laid out in this run (the archive itself may come from an earlier run)
     try:
-        archive = fetch_url(url, to / DOWNLOADS, options, state, key=key, default_name=preset.archive_name)
-        _verify(archive, preset, checksum, state.entry(key)["sha256"], to / LOCK_FILE, url, state, key)
-        unpacked = to / DOWNLOADS / f".{preset.name}.unpacked"
-        shutil.rmtree(unpacked, ignore_errors=True)  # ours, from an interrupted run
-        safe_extract(archive, unpacked, limits)
+        archive = fetch_url(url, to / DOWNLOADS, options, state, key=key, default_name=preset.archive_name,
+                            extra_digests=(expected[0],) if expected else ())
     except FetchError as exc:
         raise EarmarkError(f"cannot fetch {preset.title} from {url}: {exc.reason}") from None
-    _lay_out(unpacked, root, preset)
+    entry = state.entry(key)
+    problems = _verify(archive, entry, expected, recorded, lock_path)
+    if problems:
+        _remove(archive, state, key)
+        raise EarmarkError(f"{preset.title} download from {url} failed verification: {'; '.join(problems)}. The "
+                           f"file was removed; try again, check --base-url, or (for a new upstream version) "
+                           f"delete the entry in {lock_path}")
+    try:
+        _unpack(archive, to / DOWNLOADS / f".{preset.name}.unpacked", root, preset, limits)
+    except EarmarkError as exc:  # FetchError included: a refused, damaged or wrong archive
+        _remove(archive, state, key)
+        reason = exc.reason if isinstance(exc, FetchError) else str(exc)
+        raise EarmarkError(f"cannot lay out {preset.title} from {url}: {reason}. The download was removed, so "
+                           f"the next run fetches it again") from None
+    if not recorded:
+        _lock(lock_path, preset.name, {"url": url, "sha256": entry["sha256"], "bytes": entry["bytes"]})
     return result
 
 
 def _checksum_parts(checksum: str) -> tuple[str, str]:
+    """('md5' | 'sha256', lowercase hex) of 'sha256:<hex>', 'md5:<hex>' or bare hex of either length."""
     algorithm, _, value = checksum.strip().lower().rpartition(":")
     algorithm = algorithm or {32: "md5", 64: "sha256"}.get(len(value), "")
-    if algorithm not in ("md5", "sha256") or not value or any(c not in "0123456789abcdef" for c in value):
+    width = {"md5": 32, "sha256": 64}.get(algorithm)
+    if width is None or len(value) != width or any(c not in "0123456789abcdef" for c in value):
         raise EarmarkError(f"checksum {checksum!r} must be 'sha256:<64 hex digits>' or 'md5:<32 hex digits>'")
     return algorithm, value
 
 
-def _verify(archive: Path, preset: DatasetPreset, checksum: Optional[str], sha256: str, lock_path: Path, url: str,
-            state: DownloadState, key: str) -> None:
-    """Against the given or published checksum, and against checksums.lock; a mismatch removes the download."""
-    lock = json.loads(lock_path.read_text()) if lock_path.is_file() else {}
-    expected = checksum or preset.checksum
+def _verify(archive: Path, entry: dict, expected: Optional[tuple[str, str]], recorded: Optional[str],
+            lock_path: Path) -> list[str]:
+    """What is wrong with the download: against the given or published checksum, and checksums.lock."""
     problems = []
     if expected:
-        algorithm, value = _checksum_parts(expected)
-        actual = sha256 if algorithm == "sha256" else file_digest(archive, algorithm)
+        algorithm, value = expected
+        actual = entry.get(algorithm) or file_digest(archive, algorithm)  # hashed while downloading, if we could
         if actual != value:
             problems.append(f"its {algorithm} is {actual}, expected {value}")
-    recorded = lock.get(preset.name, {}).get("sha256")
-    if recorded and recorded != sha256:
-        problems.append(f"its sha256 {sha256} differs from the one recorded on the first download in {lock_path} "
-                        f"({recorded}); the published archive changed, or this is not it")
-    if problems:
-        state.forget(key)
-        archive.unlink()
-        raise EarmarkError(f"{preset.title} download from {url} failed verification: {'; '.join(problems)}. The "
-                           f"file was removed; try again, check --base-url, or (for a new upstream version) "
-                           f"delete the entry in {lock_path}")
-    if not recorded:
-        lock[preset.name] = {"url": url, "sha256": sha256, "bytes": archive.stat().st_size,
-                             "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        partial = lock_path.with_name(lock_path.name + ".part")
-        partial.write_text(json.dumps(lock, indent=1, sort_keys=True))
-        os.replace(partial, lock_path)
+    if recorded and recorded != entry["sha256"]:
+        problems.append(f"its sha256 {entry['sha256']} differs from the one recorded on the first download in "
+                        f"{lock_path} ({recorded}); the published archive changed, or this is not it")
+    return problems
 
 
-def _lay_out(unpacked: Path, root: Path, preset: DatasetPreset) -> None:
-    """unpacked/<single top folder>/ (or unpacked/ itself) becomes `root`; then the preset's last step."""
-    source = unpacked
-    if preset.strip_top_folder:
-        entries = [p for p in unpacked.iterdir() if p.name not in ("__MACOSX",) and not p.name.startswith(".")]
-        if len(entries) != 1 or not entries[0].is_dir():
-            raise EarmarkError(f"the {preset.title} archive should hold one top folder, but holds "
-                               f"{', '.join(p.name for p in entries[:5]) or 'nothing'}; is --base-url serving "
-                               f"the right file?")
-        source = entries[0]
-    os.rename(source, root)
-    shutil.rmtree(unpacked, ignore_errors=True)
-    if preset.finish is not None:
-        preset.finish(root)
-    if not (root / preset.marker).exists():
-        raise EarmarkError(f"the {preset.title} archive was extracted to {root} but lacks {preset.marker}; is "
-                           f"--base-url serving the right file?")
+def _remove(archive: Path, state: DownloadState, key: str) -> None:
+    state.forget(key)
+    archive.unlink(missing_ok=True)
+
+
+def _read_lock(lock_path: Path) -> dict:
+    if not lock_path.is_file():
+        return {}
+    try:
+        lock = json.loads(lock_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EarmarkError(f"{lock_path} is damaged ({exc}); restore it, or delete it to record the checksums "
+                           f"of the next downloads again") from None
+    if not isinstance(lock, dict):
+        raise EarmarkError(f"{lock_path} should map preset names to checksums; restore it, or delete it to record "
+                           f"the checksums of the next downloads again")
+    return lock
+
+
+def _lock(lock_path: Path, preset_name: str, entry: dict) -> None:
+    """Record the sha256 of a download that laid out completely; every later download must match it."""
+    lock = _read_lock(lock_path)
+    lock[preset_name] = {**entry, "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    atomic_write_text(lock_path, json.dumps(lock, indent=1, sort_keys=True))
+
+
+def _unpack(archive: Path, unpacked: Path, root: Path, preset: DatasetPreset, limits: ArchiveLimits) -> None:
+    """Extract into `unpacked`, lay it out there, then rename it to `root`: `root` only ever appears complete."""
+    shutil.rmtree(unpacked, ignore_errors=True)  # ours, from an interrupted run
+    try:
+        safe_extract(archive, unpacked, limits)
+        source = _top_folder(unpacked, preset) if preset.strip_top_folder else unpacked
+        if preset.finish is not None:
+            preset.finish(source)
+        if not (source / preset.marker).exists():
+            raise EarmarkError(f"the {preset.title} archive lacks {preset.marker}; is --base-url serving the right "
+                               f"file?")
+        os.rename(source, root)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def _top_folder(unpacked: Path, preset: DatasetPreset) -> Path:
+    """The one folder (ESC-50-master/, ...) the archive holds."""
+    entries = [p for p in unpacked.iterdir() if p.name not in SKIPPED_MEMBERS and not p.name.startswith(".")]
+    if len(entries) != 1 or not entries[0].is_dir():
+        raise EarmarkError(f"the {preset.title} archive should hold one top folder, but holds "
+                           f"{', '.join(p.name for p in entries[:5]) or 'nothing'}; is --base-url serving "
+                           f"the right file?")
+    return entries[0]

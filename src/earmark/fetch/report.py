@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from earmark.errors import EarmarkError
+from earmark.files import atomic_write_text
 
 FAILURES_FILE = "fetch_failures.csv"
 NO_NETWORK = "no network?"  # every unreachable-host reason holds this phrase
 
 
-class FetchError(Exception):
+class FetchError(EarmarkError):
     """One source (or one file inside it) could not be fetched; `reason` goes to fetch_failures.csv.
 
-    Unlike EarmarkError it does not stop the run: the other rows go on.
+    Within a sources list it does not stop the run (the other rows go on); anywhere else it is
+    an EarmarkError like any other, which the CLI prints as one `error:` line.
     """
 
     def __init__(self, reason: str):
@@ -40,13 +44,11 @@ class Failure:
 
 def write_failures(path: Path, failures: list[Failure]) -> None:
     """Rewritten on every run (header only when nothing failed), atomically."""
-    partial = path.with_name(path.name + ".part")
-    with open(partial, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["line", "source", "reason"])
-        for failure in failures:
-            writer.writerow([failure.line, failure.source, failure.reason])
-    os.replace(partial, path)
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["line", "source", "reason"])
+    writer.writerows([failure.line, failure.source, failure.reason] for failure in failures)
+    atomic_write_text(path, text.getvalue())
 
 
 @dataclass

@@ -12,6 +12,7 @@ needs the network only for what failed or is new. Nothing existing is overwritte
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,21 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from earmark.errors import EarmarkError
-from earmark.fetch.archives import ArchiveLimits, archive_kind, safe_extract
+from earmark.fetch.archives import SKIPPED_MEMBERS, ArchiveLimits, archive_kind, safe_extract
 from earmark.fetch.clips import clip_bounds, is_media, read_mono, write_wav
-from earmark.fetch.download import DownloadOptions, DownloadState, fetch_url
-from earmark.fetch.drive import DRIVE_BASE_URL, download_drive_file, download_drive_folder, parse_drive_link
-from earmark.fetch.names import name_from_url, safe_name, short_hash
+from earmark.fetch.download import DownloadOptions, fetch_url
+from earmark.fetch.drive import (DRIVE_BASE_URL, download_drive_file, download_drive_folder, is_finished,
+                                 parse_drive_link)
+from earmark.fetch.names import safe_name, short_hash
 from earmark.fetch.report import FAILURES_FILE, Failure, FetchError, FetchResult, write_failures
 from earmark.fetch.sources import SourceRow, read_sources
+from earmark.fetch.state import DOWNLOADS, DownloadState
 from earmark.fetch.video import download_media
+from earmark.files import atomic_write_text
 
 METADATA_FILE = "metadata.csv"
-DOWNLOADS = "downloads"
 METADATA_COLUMNS = ["path", "label", "group", "source", "kind", "member", "source_start_s", "source_end_s",
                     "license", "line"]
-SKIPPED_MEMBERS = ("__MACOSX",)
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,7 @@ def _open_state(to: Path, settings: ClipSettings) -> DownloadState:
 
 def _already_downloaded(row: SourceRow, state: DownloadState) -> bool:
     if row.kind == "drive":
-        kind, drive_id = parse_drive_link(row.url)
-        if kind == "folder":
-            return state.entry(f"gdrive-folder:{drive_id}") is not None
-        return state.finished(f"gdrive:{drive_id}") is not None
+        return is_finished(row.url, state)
     return state.finished(row.url) is not None
 
 
@@ -115,10 +114,10 @@ def _download(row: SourceRow, folder: Path, options: DownloadOptions, state: Dow
     if row.kind == "drive":
         kind, drive_id = parse_drive_link(row.url)
         if kind == "folder":
-            return download_drive_folder(row.url, drive_id, folder, options, state)
+            return download_drive_folder(row.url, drive_id, folder, options, state, drive_base_url)
         path = download_drive_file(drive_id, folder, options, state, drive_base_url)
     else:
-        path = fetch_url(row.url, folder, options, state, default_name=name_from_url(row.url))
+        path = fetch_url(row.url, folder, options, state)
     return [(path, "")]
 
 
@@ -201,10 +200,9 @@ def _title(path: Path, state: DownloadState, row: SourceRow) -> str:
 
 def _write_metadata(path: Path, records: list[dict]) -> None:
     records = sorted(records, key=lambda r: (r["line"], r["path"]))
-    partial = path.with_name(path.name + ".part")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=METADATA_COLUMNS)
+    writer.writeheader()
+    writer.writerows(records)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METADATA_COLUMNS)
-        writer.writeheader()
-        writer.writerows(records)
-    os.replace(partial, path)
+    atomic_write_text(path, text.getvalue())

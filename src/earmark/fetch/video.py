@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from earmark.fetch.download import DownloadOptions, DownloadState, check_reachable
+from earmark.fetch.download import DownloadOptions, check_reachable
 from earmark.fetch.names import short_hash
 from earmark.fetch.report import FetchError, unreachable
+from earmark.fetch.state import DownloadState
 
 VIDEO_HOSTS = ("youtube.com", "youtu.be", "youtube-nocookie.com", "vimeo.com", "dailymotion.com", "dai.ly",
                "soundcloud.com", "tiktok.com", "twitch.tv", "facebook.com", "fb.watch", "instagram.com",
