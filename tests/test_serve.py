@@ -142,10 +142,13 @@ def test_timeline_windows_follow_the_audio_and_aggregate(client):
     assert [row["label"] for row in body["windows"]] == ["low"] * 3 + ["high"] * 3
     assert [(row["start_s"], row["end_s"]) for row in body["windows"][:2]] == [(0.0, 0.5), (0.5, 1.0)]
     assert body["label"] in ("low", "high") and len(body["top_k"]) == 3
-    overlapping = client.post("/predict/timeline?chunk_s=1.0&hop_s=0.25", files={"file": ("both.wav", audio)}).json()
-    # 9 full windows, then the partial one at 2.25 s (it holds 0.75 s, at least half a window)
-    assert overlapping["n_windows"] == 10 and overlapping["windows"][-1] == {**overlapping["windows"][-1],
-                                                                             "start_s": 2.25, "end_s": 3.0}
+    overlapping = client.post("/predict/timeline?chunk_s=0.5&hop_s=0.2", files={"file": ("both.wav", audio)}).json()
+    # 13 full windows (the last at 2.4 s), then the partial one at 2.6 s (it holds 0.4 s, at least half a window)
+    assert overlapping["n_windows"] == 14 and overlapping["windows"][-1] == {**overlapping["windows"][-1],
+                                                                             "start_s": 2.6, "end_s": 3.0}
+    # a window longer than the model's clip would go partly unheard: refused, naming the limit
+    assert_error(client.post("/predict/timeline?chunk_s=1.0", files={"file": ("both.wav", audio)}), 422,
+                 "chunk_s", "0.5 s")
 
 
 def wav_with_rate(rate_hz: int) -> bytes:
@@ -218,8 +221,10 @@ class SlowPredictor:
     def __init__(self, inner, delay_s: float = 0.0, reject_threshold: float = 0.0):
         self.inner, self.delay_s, self.reject_threshold = inner, delay_s, reject_threshold
         self.labels, self.contract = inner.labels, inner.contract
+        self.calls = 0
 
     def predict_waves(self, waves):
+        self.calls += 1
         time.sleep(self.delay_s)
         return self.inner.predict_waves(waves)
 
@@ -228,10 +233,16 @@ def test_a_slow_request_times_out_with_504_and_a_busy_server_answers_503(predict
     from fastapi.testclient import TestClient
 
     limits = ServeLimits(request_timeout_s=0.3, max_pending=1)
-    app = create_app(SlowPredictor(predictor, delay_s=0.8), limits, model_name="slow")
+    slow_predictor = SlowPredictor(predictor, delay_s=0.8)
+    app = create_app(slow_predictor, limits, model_name="slow")
     audio = {"file": ("x.wav", encoded(tone("low")))}
     with TestClient(app) as slow:
+        started = time.monotonic()
         assert_error(slow.post("/predict", files=audio), 504, "timed out")
+        assert time.monotonic() - started < 0.75  # answered at the timeout, not when the work ends
+        # the abandoned work still runs (0.8 s) and holds the only place: a new request is refused
+        assert_error(slow.post("/predict", files=audio), 503, "busy")
+        time.sleep(1.0)  # the abandoned work has finished and given its place back
         statuses = []
         first = threading.Thread(target=lambda: statuses.append(slow.post("/predict", files=audio).status_code))
         first.start()
@@ -240,6 +251,20 @@ def test_a_slow_request_times_out_with_504_and_a_busy_server_answers_503(predict
         first.join()
         assert_error(busy, 503, "busy")
         assert statuses == [504] and slow.get("/health").status_code == 200
+
+
+def test_long_work_stops_at_the_deadline_between_window_batches(predictor):
+    from fastapi.testclient import TestClient
+
+    slow_predictor = SlowPredictor(predictor, delay_s=0.2)
+    app = create_app(slow_predictor, ServeLimits(request_timeout_s=0.3), model_name="slow")
+    audio = {"file": ("long.wav", encoded(tone("low", 160.0)))}  # 320 windows: 5 batches of 64
+    with TestClient(app) as slow:
+        assert_error(slow.post("/predict/timeline", files=audio), 504, "timed out")
+        time.sleep(1.0)
+    # each batch takes 0.2 s: by the third at the latest the 0.3 s deadline has passed and the work stops,
+    # where without the check all 5 batches would run
+    assert 1 <= slow_predictor.calls <= 3
 
 
 def test_a_low_top_probability_is_labelled_unknown(predictor):

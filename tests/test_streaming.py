@@ -121,11 +121,22 @@ def test_the_window_cutter_holds_at_most_a_window_and_a_block():
     assert starts == list(range(0, 500 * 137 - 400 + 1, 300))[: len(starts)] and len(starts) >= 226
 
 
+@pytest.mark.parametrize("n_total", [1, 799, 800, 801, 1000, 1199, 1200, 5000])
+def test_stream_windows_follow_the_offline_rule_at_every_length(n_total):
+    from earmark.data.audio import chunk_starts
+
+    windows = Windows(window=800, hop=400, n_samples=800, sample_rate_hz=8000)
+    cutter = WindowCutter(windows)
+    starts = [start for start, _ in cutter.push(np.ones(n_total, dtype=np.float32))]
+    starts += [start for start, _ in cutter.finish()]
+    assert starts == chunk_starts(n_total, 800, 400).tolist()
+
+
 def test_raw_pcm_and_wav_on_stdin_from_the_command_line(onnx_model, tmp_path):
     wave = long_recording(1.0)
     pcm = (np.clip(wave, -1, 1) * 32767).astype("<i2").tobytes()
     done = subprocess.run([sys.executable, "-m", "earmark", "predict", str(onnx_model), "--stream", "-",
-                           "--stream-format", "s16le", "--stream-rate", str(RATE_HZ), "--chunk-s", "1",
+                           "--stream-format", "s16le", "--stream-rate", str(RATE_HZ), "--chunk-s", "0.5", "--hop-s", "1",
                            "--out", str(tmp_path / "raw.csv")], input=pcm, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     lines = done.stdout.decode().splitlines()
@@ -137,7 +148,7 @@ def test_raw_pcm_and_wav_on_stdin_from_the_command_line(onnx_model, tmp_path):
     buffer = io.BytesIO()
     sf.write(buffer, wave, RATE_HZ, format="WAV", subtype="PCM_16")
     done = subprocess.run([sys.executable, "-m", "earmark", "predict", str(onnx_model), "--stream", "-",
-                           "--chunk-s", "1"], input=buffer.getvalue(), capture_output=True, timeout=300)
+                           "--chunk-s", "0.5", "--hop-s", "1"], input=buffer.getvalue(), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert [line.split(",")[2] for line in done.stdout.decode().splitlines()[1:]] == ["low", "high", "mid", "low"]
 

@@ -24,14 +24,6 @@ UNKNOWN_GROUP_ID = -1
 DEVICES = ("cpu", "cuda")
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The earmark metadata_props of an ONNX file, via onnxruntime (no onnx package needed)."""
-    import onnxruntime as ort
-
-    return dict(ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
-                .custom_metadata_map)
-
-
 def contract_from_metadata(metadata: dict[str, str], path: Path) -> InputContract:
     """The input contract an earmark export wrote into its metadata_props."""
     if "labels" not in metadata or "sample_rate_hz" not in metadata:

@@ -21,8 +21,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from earmark.errors import EarmarkError
-from earmark.serve_audio import AudioRequest, RequestError, ServeLimits, decode_encoded, decode_pcm, to_model_wave
-from earmark.timeline import UNKNOWN, Windows, top_labels, window_batches
+from earmark.serve_audio import AudioRequest, RequestError, ServeLimits, decode_encoded, decode_pcm
+from earmark.timeline import UNKNOWN, Windows, top_labels, window_probabilities
 
 WINDOW_BATCH = 64  # windows predicted at once: bounds memory for long recordings
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
@@ -44,34 +44,30 @@ class ModelService:
 
     def decode(self, request: AudioRequest) -> tuple[np.ndarray, dict[str, Any]]:
         """(n,) float32 at the model's rate, and what the response says about the input."""
-        max_s = self.limits.max_duration_s
+        max_s, model_rate_hz = self.limits.max_duration_s, self.predictor.contract.sample_rate_hz
         if request.pcm:
-            samples, rate_hz = decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels,
-                                          max_s)
-        else:
-            samples, rate_hz = decode_encoded(request.data, max_s)
-        info = {"duration_s": round(samples.shape[0] / rate_hz, 4), "sample_rate_hz": rate_hz,
-                "channels": int(samples.shape[1])}
-        return to_model_wave(samples, rate_hz, self.predictor.contract.sample_rate_hz), info
+            return decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels, max_s,
+                              model_rate_hz)
+        return decode_encoded(request.data, max_s, model_rate_hz)
 
-    def _count_windows(self, wave: np.ndarray, windows: Windows) -> int:
+    def _window_probabilities(self, wave: np.ndarray, windows: Windows, deadline: float) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+        """(n_windows,) start samples and (n_windows, C) probabilities of the windows over `wave (n,)`; refuses
+        more than `limits.max_windows` windows, and stops between batches once `deadline` has passed."""
         from earmark.data.audio import chunk_starts
 
         n_windows = len(chunk_starts(len(wave), windows.window, windows.hop))
         if n_windows > self.limits.max_windows:
             raise RequestError(422, "too many windows", f"{n_windows} windows; at most {self.limits.max_windows} "
                                                         f"per request: use a larger hop_s or a shorter excerpt")
-        return n_windows
 
-    def _window_probabilities(self, wave: np.ndarray, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
-        """(n_windows,) start samples and (n_windows, C) probabilities of the windows over `wave (n,)`,
-        predicted a batch at a time so a long recording never becomes all its windows at once."""
-        self._count_windows(wave, windows)
-        starts, probabilities = [], []
-        for batch_starts, clips in window_batches(wave, windows, WINDOW_BATCH):  # (b,), (b, n_samples)
-            starts.append(batch_starts)
-            probabilities.append(np.asarray(self.predictor.predict_waves(clips), dtype=np.float64))
-        return np.concatenate(starts), np.concatenate(probabilities)
+        def check_deadline() -> None:
+            if time.monotonic() > deadline:  # the client has had its 504; stop spending the pool on it
+                raise RequestError(504, "request timed out", "abandoned after the request timeout")
+
+        starts, probabilities = window_probabilities(self.predictor, wave, windows, WINDOW_BATCH,
+                                                     before_batch=check_deadline)
+        return starts, probabilities.astype(np.float64)
 
     def _top(self, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
         """(C,) probabilities → label ('unknown' below the reject threshold), probability, top_k."""
@@ -83,7 +79,7 @@ class ModelService:
                 "rejected": bool(self.reject_threshold > 0 and best < self.reject_threshold),
                 "top_k": [{"label": labels[i], "probability": round(float(probabilities[i]), 6)} for i in order]}
 
-    def predict(self, request: AudioRequest, top_k: int) -> dict[str, Any]:
+    def predict(self, request: AudioRequest, top_k: int, deadline: float = float("inf")) -> dict[str, Any]:
         """One label for the whole input, fitted to the model's clip as `earmark predict` does: padded or
         cropped, or (a model trained with data.clip=chunk) the mean over its windows."""
         from earmark.data.audio import fit_length
@@ -95,21 +91,24 @@ class ModelService:
             clip = fit_length(wave, contract.n_samples, contract.clip)  # (1, n_samples)
             probabilities = np.asarray(self.predictor.predict_waves(clip), dtype=np.float64)
         else:
-            _, probabilities = self._window_probabilities(wave, windows)
+            _, probabilities = self._window_probabilities(wave, windows, deadline)
         return {**self._top(probabilities.mean(axis=0), top_k), **info, "n_windows": len(probabilities),
                 "model": self.model_name}
 
-    def timeline(self, request: AudioRequest, top_k: int, chunk_s: Optional[float],
-                 hop_s: Optional[float]) -> dict[str, Any]:
+    def timeline(self, request: AudioRequest, top_k: int, chunk_s: Optional[float], hop_s: Optional[float],
+                 deadline: float = float("inf")) -> dict[str, Any]:
         """A row per window of `chunk_s` every `hop_s` (default: the model's clip, and its chunk hop), and
         the label of the whole input from the mean of the windows' probabilities."""
         contract = self.predictor.contract
         if chunk_s is None:
             chunk_s, hop_s = contract.duration_s, hop_s or contract.chunk_hop_s
         hop_s = hop_s or chunk_s
-        windows = Windows.for_contract(contract, chunk_s, hop_s)
+        try:
+            windows = Windows.for_contract(contract, chunk_s, hop_s)
+        except EarmarkError as exc:
+            raise RequestError(422, "invalid window", str(exc)) from None
         wave, info = self.decode(request)
-        starts, probabilities = self._window_probabilities(wave, windows)
+        starts, probabilities = self._window_probabilities(wave, windows, deadline)
         names, top = top_labels(probabilities, self.predictor.labels, self.reject_threshold)
         rows = []
         for start, name, probability in zip(starts, names, top):
@@ -166,32 +165,44 @@ def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: st
     install_error_handlers(app)
     app.state.service = service
 
-    async def run_limited(request: Request, job: Callable[[AudioRequest], dict], *pcm_query) -> dict:
-        """Read the body, then decode and predict in the inference pool, each within the request timeout."""
+    async def run_limited(request: Request, job: Callable[[AudioRequest, float], dict], *pcm_query) -> dict:
+        """Read the body, then decode and predict in the inference pool, all within one request timeout.
+
+        A request counts as in flight until its work has really finished: after a 504 the work already
+        running goes on (it stops at its next window batch), and it still takes a place of max_pending."""
         if in_flight[0] >= limits.max_pending:
             raise RequestError(503, "server busy", f"{in_flight[0]} requests in flight; retry shortly")
         in_flight[0] += 1
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + limits.request_timeout_s
+        work = None
+
+        def release() -> None:
+            in_flight[0] -= 1
+
         try:
             try:
                 audio = await asyncio.wait_for(read_audio_request(request, *pcm_query), limits.request_timeout_s)
             except asyncio.TimeoutError:
                 raise RequestError(408, "upload too slow", f"the body did not arrive within "
                                                            f"{limits.request_timeout_s:g} s") from None
-            future = asyncio.get_running_loop().run_in_executor(executor, job, audio)
-            try:
-                return await asyncio.wait_for(future, limits.request_timeout_s)
+            work = executor.submit(job, audio, deadline)
+            work.add_done_callback(lambda _: _call_soon(loop, release))
+            try:  # on timeout the waiting is cancelled, and with it the work if it has not started
+                return await asyncio.wait_for(asyncio.wrap_future(work), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 raise RequestError(504, "request timed out", f"decoding and prediction took longer than "
                                    f"{limits.request_timeout_s:g} s (the server's --request-timeout-s)") from None
         finally:
-            in_flight[0] -= 1
+            if work is None:
+                release()
 
     @app.post("/predict", summary="label one audio file or PCM buffer")
     async def predict(request: Request, top_k: int = Query(3, ge=1, le=1000), rate_hz: Optional[int] = None,
                       sample_format: Optional[str] = Query(None, alias="format"),
                       channels: Optional[int] = None) -> dict:
-        return await run_limited(request, lambda audio: service.predict(audio, top_k), rate_hz, sample_format,
-                                 channels)
+        return await run_limited(request, lambda audio, deadline: service.predict(audio, top_k, deadline), rate_hz,
+                                 sample_format, channels)
 
     @app.post("/predict/timeline", summary="label each window of long audio")
     async def timeline(request: Request, top_k: int = Query(3, ge=1, le=1000),
@@ -199,8 +210,9 @@ def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: st
                        hop_s: Optional[float] = Query(None, gt=0, le=3600), rate_hz: Optional[int] = None,
                        sample_format: Optional[str] = Query(None, alias="format"),
                        channels: Optional[int] = None) -> dict:
-        return await run_limited(request, lambda audio: service.timeline(audio, top_k, chunk_s, hop_s), rate_hz,
-                                 sample_format, channels)
+        return await run_limited(request, lambda audio, deadline: service.timeline(audio, top_k, chunk_s, hop_s,
+                                                                                   deadline),
+                                 rate_hz, sample_format, channels)
 
     @app.get("/labels", summary="the labels the model predicts")
     async def labels() -> dict:
@@ -211,6 +223,14 @@ def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: st
         return service.health()
 
     return app
+
+
+def _call_soon(loop, callback) -> None:
+    """Run `callback` on the event loop's thread, from any thread; nothing once the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
 
 
 def model_name(model: str | Path) -> str:

@@ -1,9 +1,13 @@
 """Request audio for the HTTP server: bytes in (an encoded file or raw PCM), checked against the limits,
 mono float32 at the model's rate out. Torch-free and web-framework-free; every refusal is a `RequestError`.
 
-    decode_encoded(data, max_duration_s)                     -> (n_frames, n_channels) float32, rate_hz
-    decode_pcm(data, rate_hz, sample_format, channels, ...)  -> (n_frames, n_channels) float32, rate_hz
-    to_model_wave(samples, rate_hz, model_rate_hz)           -> (n,) float32
+    decode_encoded(data, max_duration_s, model_rate_hz)                 -> (n,) float32, info
+    decode_pcm(data, rate_hz, sample_format, channels, max_duration_s,
+               model_rate_hz)                                            -> (n,) float32, info
+
+info = {duration_s, sample_rate_hz, channels} of the audio as sent. Audio is mixed to mono and
+resampled block by block as it is read, so a request never holds more than the model-rate result
+and one block: a small FLAC of many channels at a high rate cannot make gigabytes of samples.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
+from earmark.data.audio import PCM_FORMATS, pcm_to_float
 from earmark.errors import EarmarkError
 
 MIN_RATE_HZ = 1_000  # below this no classifier here has anything to hear
 MAX_RATE_HZ = 384_000  # the highest rate real audio interfaces record
 MAX_CHANNELS = 64
-PCM_FORMATS = {"s16le": ("<i2", 32768.0), "s32le": ("<i4", 2147483648.0), "f32le": ("<f4", 1.0)}
+DECODE_BLOCK_FRAMES = 65536  # frames read, mixed and resampled at a time
 ENCODED_FORMATS = "WAV, FLAC, OGG or MP3"
 
 
@@ -43,9 +48,6 @@ class RequestError(Exception):
         self.status_code = status_code
         self.error = error
         self.detail = detail
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.error, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,29 @@ def _check_duration(n_frames: int, rate_hz: int, max_duration_s: float) -> None:
                                                   f"(the server's --max-duration-s); send a shorter excerpt")
 
 
-def _check_samples(samples: np.ndarray) -> np.ndarray:
-    if samples.shape[0] == 0:
+def _model_rate_mono(blocks: Iterable[np.ndarray], rate_hz: int, model_rate_hz: int) -> tuple[np.ndarray, int]:
+    """Blocks (n_i, channels) at `rate_hz` → ((n,) float32 mono at `model_rate_hz`, frames read)."""
+    from earmark.streaming import MonoResampler
+
+    resampler = MonoResampler(rate_hz, model_rate_hz)
+    pieces, n_frames = [], 0
+    for block in blocks:
+        if not np.isfinite(block).all():
+            raise RequestError(400, "invalid samples", "the audio contains NaN or infinite samples")
+        n_frames += len(block)
+        pieces.append(resampler(block))
+    pieces.append(resampler(np.zeros((0, 1), dtype=np.float32), last=True))
+    if n_frames == 0:
         raise RequestError(400, "empty audio", "the audio holds 0 samples")
-    if not np.isfinite(samples).all():
-        raise RequestError(400, "invalid samples", "the audio contains NaN or infinite samples")
-    return samples
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32), n_frames
 
 
-def decode_encoded(data: bytes, max_duration_s: float) -> tuple[np.ndarray, int]:
-    """An encoded file's bytes → (n_frames, n_channels) float32 and its rate in Hz.
+def _info(n_frames: int, rate_hz: int, channels: int) -> dict[str, Any]:
+    return {"duration_s": round(n_frames / rate_hz, 4), "sample_rate_hz": rate_hz, "channels": channels}
+
+
+def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """An encoded file's bytes → (n,) float32 mono at `model_rate_hz`, and what was sent (see the module).
 
     The header's length and rate are checked before anything is decoded, and at most `max_duration_s`
     (plus one frame) is ever read, so a header that lies about its length cannot exhaust memory.
@@ -117,31 +132,31 @@ def decode_encoded(data: bytes, max_duration_s: float) -> tuple[np.ndarray, int]
     try:
         with sf.SoundFile(io.BytesIO(data)) as audio_file:
             rate_hz = check_rate(audio_file.samplerate, "the file's sample rate")
-            _check_channels(audio_file.channels, "the file's channel count")
+            channels = _check_channels(audio_file.channels, "the file's channel count")
             if audio_file.frames > 0:
                 _check_duration(audio_file.frames, rate_hz, max_duration_s)
             max_frames = int(math.ceil(max_duration_s * rate_hz))
-            samples = audio_file.read(frames=max_frames + 1, dtype="float32", always_2d=True)
+            blocks = audio_file.blocks(DECODE_BLOCK_FRAMES, frames=max_frames + 1, dtype="float32", always_2d=True)
+            wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz)
     except sf.LibsndfileError as exc:
         raise RequestError(415, "cannot decode the audio",
                            f"{exc.error_string.rstrip('.')}; send {ENCODED_FORMATS}, or raw PCM as "
                            f"application/octet-stream with ?rate_hz=&format=") from None
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise RequestError(400, "corrupt audio", f"decoding failed: {exc}") from None
-    _check_duration(samples.shape[0], rate_hz, max_duration_s)
-    return _check_samples(samples), rate_hz
+    _check_duration(n_frames, rate_hz, max_duration_s)
+    return wave, _info(n_frames, rate_hz, channels)
 
 
-def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: int,
-               max_duration_s: float) -> tuple[np.ndarray, int]:
-    """Raw interleaved little-endian PCM → (n_frames, channels) float32 in [-1, 1] and `rate_hz`."""
+def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: int, max_duration_s: float,
+               model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Raw interleaved little-endian PCM → (n,) float32 mono at `model_rate_hz`, and what was sent."""
     if sample_format not in PCM_FORMATS:
         raise RequestError(422, "unsupported PCM format",
                            f"format is {sample_format!r}; allowed: {', '.join(PCM_FORMATS)}")
     rate_hz = check_rate(rate_hz, "rate_hz")
     channels = _check_channels(channels, "channels")
-    dtype, full_scale = PCM_FORMATS[sample_format]
-    frame_bytes = np.dtype(dtype).itemsize * channels
+    frame_bytes = PCM_FORMATS[sample_format][0].itemsize * channels
     if not data:
         raise RequestError(400, "empty body", "the request body holds no PCM samples")
     if len(data) % frame_bytes:
@@ -149,13 +164,7 @@ def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: i
                                                  f"({frame_bytes} bytes: {channels} channel(s) of {sample_format})")
     n_frames = len(data) // frame_bytes
     _check_duration(n_frames, rate_hz, max_duration_s)
-    samples = np.frombuffer(data, dtype=dtype).reshape(n_frames, channels)  # (n_frames, channels)
-    return _check_samples(samples.astype(np.float32) / np.float32(full_scale)), rate_hz
-
-
-def to_model_wave(samples: np.ndarray, rate_hz: int, model_rate_hz: int) -> np.ndarray:
-    """(n_frames, n_channels) at `rate_hz` → (n,) float32 mono at the model's rate."""
-    from earmark.data.audio import resample, to_mono
-
-    return np.ascontiguousarray(resample(to_mono(samples), rate_hz, model_rate_hz), dtype=np.float32)
-
+    step = DECODE_BLOCK_FRAMES * frame_bytes
+    blocks = (pcm_to_float(data[start:start + step], sample_format, channels) for start in range(0, len(data), step))
+    wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz)
+    return wave, _info(n_frames, rate_hz, channels)

@@ -20,13 +20,12 @@ from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 
-from earmark.data.audio import MIN_PARTIAL_FRACTION, RESAMPLE_QUALITY
+from earmark.data.audio import MIN_PARTIAL_FRACTION, PCM_FORMATS, RESAMPLE_QUALITY, pcm_to_float
 from earmark.errors import EarmarkError
 from earmark.timeline import FilePredictor, Windows
 
 BLOCK_S = 0.1  # how much audio a source reads at a time
-RAW_FORMATS = {"s16le": np.dtype("<i2"), "s32le": np.dtype("<i4"), "f32le": np.dtype("<f4")}
-STREAM_FORMATS = ("wav",) + tuple(RAW_FORMATS)
+STREAM_FORMATS = ("wav",) + tuple(PCM_FORMATS)
 
 
 @dataclass
@@ -66,13 +65,17 @@ class WindowCutter:
             self.pending = self.pending[hop:].copy()  # a copy, so the long array it came from is freed
 
     def finish(self) -> Iterator[tuple[int, np.ndarray]]:
-        """The last, zero-padded window: a whole recording shorter than a window, or a tail of at least
-        MIN_PARTIAL_FRACTION of a window."""
+        """The last, zero-padded window, by `chunk_starts`' rule: a recording of at most one window is
+        exactly one window; otherwise a tail holding at least MIN_PARTIAL_FRACTION of a window."""
         if self.n_total == 0:
             return
+        if self.n_total <= self.windows.window:
+            if self.n_emitted == 0:
+                yield 0, self.windows.fit(self.pending)
+                self.n_emitted += 1
+            return
         remaining = self.n_total - self.next_start
-        short_recording = self.n_emitted == 0
-        if remaining > 0 and (short_recording or remaining >= MIN_PARTIAL_FRACTION * self.windows.window):
+        if remaining > 0 and remaining >= MIN_PARTIAL_FRACTION * self.windows.window:
             yield self.next_start, self.windows.fit(self.pending)
             self.n_emitted += 1
 
@@ -173,9 +176,7 @@ def stdin_blocks(stream_format: str = "wav", rate_hz: int | None = None, channel
         raise EarmarkError(f"raw PCM ({stream_format}) on stdin carries no rate: give --stream-rate, e.g. 16000")
     if channels < 1:
         raise EarmarkError(f"--stream-channels must be at least 1; got {channels}")
-    dtype = RAW_FORMATS[stream_format]
-    frame_bytes = dtype.itemsize * channels
-    scale = 1.0 if dtype.kind == "f" else float(2 ** (8 * dtype.itemsize - 1))
+    frame_bytes = PCM_FORMATS[stream_format][0].itemsize * channels
 
     def blocks() -> Iterator[np.ndarray]:
         want = max(1, int(block_s * rate_hz)) * frame_bytes
@@ -188,7 +189,7 @@ def stdin_blocks(stream_format: str = "wav", rate_hz: int | None = None, channel
             usable = len(data) - len(data) % frame_bytes  # a frame split across reads waits for its rest
             carry = data[usable:]
             if usable:
-                yield (np.frombuffer(data[:usable], dtype=dtype).astype(np.float32) / scale).reshape(-1, channels)
+                yield pcm_to_float(data[:usable], stream_format, channels)
 
     return AudioBlocks(blocks(), int(rate_hz))
 

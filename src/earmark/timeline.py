@@ -56,12 +56,16 @@ class Windows:
             raise EarmarkError(f"chunk_s and hop_s must be positive seconds; got chunk_s={chunk_s}, hop_s={hop_s}")
         rate = contract.sample_rate_hz
         window = max(1, int(round(chunk_s * rate)))
+        if window > contract.n_samples:
+            raise EarmarkError(f"chunk_s ({chunk_s:g} s) is longer than the model's clip ({contract.duration_s:g} s): "
+                               f"each window is fitted to the clip, so the rest of it would go unheard; use chunk_s "
+                               f"of at most {contract.duration_s:g} s, with hop_s for overlapping windows")
         return cls(window, max(1, int(round((hop_s or chunk_s) * rate))), contract.n_samples, rate)
 
     def fit(self, chunk: np.ndarray) -> np.ndarray:
-        """One window `(<= window,)` → `(n_samples,)`: zero-padded at the end, or cut to its start."""
+        """One window `(<= window,)` → `(n_samples,)`, zero-padded at the end (window <= n_samples)."""
         out = np.zeros(self.n_samples, dtype=np.float32)
-        piece = chunk[: min(self.window, self.n_samples)]
+        piece = chunk[: self.window]
         out[: len(piece)] = piece
         return out
 
@@ -79,6 +83,21 @@ def window_batches(wave: np.ndarray, windows: Windows, batch_size: int) -> Itera
     for first in range(0, len(starts), batch_size):
         batch = starts[first:first + batch_size]
         yield batch, np.stack([windows.fit(wave[start:start + windows.window]) for start in batch])
+
+
+def window_probabilities(predictor, wave: np.ndarray, windows: Windows, batch_size: int, group: Optional[str] = None,
+                         before_batch=None) -> tuple[np.ndarray, np.ndarray]:
+    """(starts (n_windows,), probabilities (n_windows, C)) of mono `wave (n,)` cut by `windows`, predicted a
+    batch at a time so a long recording never becomes all its windows at once. `predictor` needs only
+    `predict_waves`; `before_batch()` runs before each batch (e.g. to stop at a deadline)."""
+    starts, probabilities = [], []
+    for batch_starts, clips in window_batches(wave, windows, batch_size):  # (b,), (b, n_samples)
+        if before_batch is not None:
+            before_batch()
+        batch = predictor.predict_waves(clips) if group is None else predictor.predict_waves(clips, [group] * len(clips))
+        starts.append(batch_starts)
+        probabilities.append(np.asarray(batch))
+    return np.concatenate(starts), np.concatenate(probabilities)
 
 
 def decode_mono(path: Path, sample_rate_hz: int) -> np.ndarray:
@@ -143,7 +162,10 @@ class FilePredictor:
     def predict_files(self, paths: Iterable[Path], top_k: int = 3, chunk_s: float | None = None,
                       hop_s: float | None = None, batch_size: int = 256, groups: Groups = None) -> FilePredictions:
         """One row per file (its label from the mean over its windows), a timeline when chunking, and
-        the files that could not be decoded. groups (personalized models): one per path, or one for all."""
+        the files that could not be decoded. groups (personalized models): one per path, or one for all.
+
+        Without windows every file is one clip, and clips of consecutive files share a model call
+        (`batch_size` at a time): a folder of short clips is predicted in batches, not one by one."""
         from earmark.data.audio import AudioError, fit_length
 
         paths = list(paths)
@@ -154,33 +176,46 @@ class FilePredictor:
         windows = Windows.for_contract(self.contract, chunk_s, hop_s)
         top_k = max(1, min(top_k, len(self.labels)))
         known = set(self.known_groups)
-        file_rows, chunk_rows, bad = [], [], []
+        file_rows: dict[int, dict] = {}
+        chunk_rows, bad = [], []
+        waiting: list[tuple[int, np.ndarray]] = []  # (file index, clip (n_samples,)) for the next model call
+
+        def add_row(index: int, mean: np.ndarray, n_chunks: int) -> None:
+            row = self._file_row(Path(paths[index]), mean, top_k, n_chunks)
+            if self.uses_groups:
+                group = None if groups is None else groups[index]
+                row.update(group=group, personalized=group in known)
+            file_rows[index] = row
+
+        def predict_waiting() -> None:
+            indices = [index for index, _ in waiting]
+            clip_groups = None if groups is None else [groups[index] for index in indices]
+            probabilities = self.predict_waves(np.stack([clip for _, clip in waiting]), clip_groups,
+                                               batch_size=batch_size)  # (b, C)
+            for index, row_probabilities in zip(indices, probabilities):
+                add_row(index, row_probabilities, 1)
+            waiting.clear()
+
         for index, path in enumerate(paths):
             try:
                 wave = decode_mono(Path(path), self.contract.sample_rate_hz)
             except AudioError as exc:
                 bad.append({"path": str(path), "reason": str(exc)})
                 continue
-            group = None if groups is None else groups[index]
             if windows is None:
-                clip = fit_length(wave, self.contract.n_samples, self.contract.clip)  # (1, n_samples)
-                mean = self.predict_waves(clip, None if group is None else [group], batch_size=batch_size)[0]
-                n_chunks = 1
-            else:
-                total, n_chunks = np.zeros(len(self.labels), dtype=np.float64), 0
-                for starts, clips in window_batches(wave, windows, batch_size):
-                    probabilities = self.predict_waves(clips, None if group is None else [group] * len(clips),
-                                                       batch_size=batch_size)  # (b, C)
-                    chunk_rows += self.timeline_rows(str(path), starts, probabilities, windows, len(wave))
-                    total += probabilities.sum(axis=0)
-                    n_chunks += len(clips)
-                mean = (total / n_chunks).astype(np.float32)
-            row = self._file_row(Path(path), mean, top_k, n_chunks)
-            if self.uses_groups:
-                row.update(group=group, personalized=group in known)
-            file_rows.append(row)
+                waiting.append((index, fit_length(wave, self.contract.n_samples, self.contract.clip)[0]))
+                if len(waiting) >= batch_size:
+                    predict_waiting()
+                continue
+            group = None if groups is None else groups[index]
+            starts, probabilities = window_probabilities(self, wave, windows, batch_size, group)  # (n,), (n, C)
+            chunk_rows += self.timeline_rows(str(path), starts, probabilities, windows, len(wave))
+            add_row(index, probabilities.mean(axis=0, dtype=np.float64).astype(np.float32), len(starts))
+        if waiting:
+            predict_waiting()
         timeline = pd.DataFrame(chunk_rows) if windows is not None else None
-        return FilePredictions(pd.DataFrame(file_rows), timeline, pd.DataFrame(bad, columns=["path", "reason"]))
+        files = pd.DataFrame([file_rows[index] for index in sorted(file_rows)])
+        return FilePredictions(files, timeline, pd.DataFrame(bad, columns=["path", "reason"]))
 
     def timeline_rows(self, path: str, starts: np.ndarray, probabilities: np.ndarray, windows: Windows,
                       n_total: int) -> list[dict]:

@@ -23,6 +23,9 @@ SUPPORTED_FORMATS = (".wav", ".flac", ".ogg", ".mp3")
 CLIP_MODES = ("pad", "crop", "chunk")
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality; "VHQ" is ~2x slower for no audible gain here
 MIN_PARTIAL_FRACTION = 0.5  # chunk mode keeps a final partial window holding at least this much audio
+# raw little-endian PCM a server or a stream may receive: numpy dtype and full scale
+PCM_FORMATS = {"s16le": (np.dtype("<i2"), 32768.0), "s32le": (np.dtype("<i4"), 2147483648.0),
+               "f32le": (np.dtype("<f4"), 1.0)}
 
 
 class AudioError(Exception):
@@ -62,6 +65,12 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
 def extension(path: str | os.PathLike) -> str:
     """'.../Dog.WAV' -> '.wav'."""
     return os.path.splitext(os.fspath(path))[1].lower()
+
+
+def pcm_to_float(data: bytes, sample_format: str, channels: int) -> np.ndarray:
+    """Whole frames of interleaved little-endian PCM (`PCM_FORMATS`) -> `(n_frames, channels)` float32 in [-1, 1]."""
+    dtype, full_scale = PCM_FORMATS[sample_format]
+    return (np.frombuffer(data, dtype=dtype).astype(np.float32) / np.float32(full_scale)).reshape(-1, channels)
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
