@@ -96,10 +96,17 @@ def test_predict_reports_unreadable_files_without_failing(trained, tmp_path):
     assert predictions.bad_files["path"].tolist() == [str(broken)]
 
 
-def test_second_prepare_decodes_nothing_and_inspect_draws(trained, tmp_path):
+def test_second_prepare_decodes_nothing_and_inspect_draws(trained, tmp_path, monkeypatch):
+    from earmark.data.cache import DecodedCache
+
     _, config, _ = trained
+    reports = []
+    real_write = DecodedCache.write_bad_files
+    monkeypatch.setattr(DecodedCache, "write_bad_files", lambda self, path: reports.append(path) or real_write(self, path))
     prepared = api.prepare(config.model_copy(update={"train": config.train}), progress=False)
     assert prepared.cache.stats.n_decoded == 0 and prepared.cache.stats.n_reused == 36
+    assert reports == [prepared.split_dir / "bad_files.csv"]  # written once, beside the splits
+    monkeypatch.undo()
     summary = api.inspect(config, out_dir=tmp_path / "inspect")
     assert (tmp_path / "inspect" / "spectrograms.png").stat().st_size > 1000
     assert summary.facts["batch_shapes"]["logits"][1] == 3
@@ -149,3 +156,14 @@ def test_evaluate_refuses_classes_the_run_never_saw(trained, tmp_path):
     listing.write_text(f"path,label\n{root / 'low' / 'low_0.wav'},whistle\n{root / 'low' / 'low_1.wav'},low\n")
     with pytest.raises(EarmarkError, match="whistle"):
         api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_bad")
+
+
+def test_config_changes_name_every_differing_setting():
+    from earmark.config import config_changes, describe_changes
+
+    old = load_config(overrides=["train.max_epochs=5", "train.lr=0.01"])
+    new = load_config(overrides=["train.max_epochs=9", "train.lr=0.02", "seed=3"])
+    assert config_changes(old, new) == {"seed": (0, 3), "train.lr": (0.01, 0.02), "train.max_epochs": (5, 9)}
+    assert list(config_changes(old, new, may_change=("train.max_epochs",))) == ["seed", "train.lr"]
+    assert config_changes(old, old) == {}
+    assert describe_changes(config_changes(old, new), limit=2) == "seed (0 → 3), train.lr (0.01 → 0.02) and 1 more"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from earmark.calibration import (choose_reject_threshold, coverage_curve, expected_calibration_error, fit_temperature,
-                                 logits_of, negative_log_likelihood, rejection_outcome, reliability_bins, softmax)
+                                 negative_log_likelihood, rejection_outcome, reliability_bins, softmax)
 
 
 def sampled(n: int, n_classes: int, true_temperature: float, seed: int = 0):
@@ -28,12 +28,21 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_ece(true_te
     assert after < before / 2 and after < 0.03
 
 
-def test_probabilities_are_enough_to_rescale():
-    """softmax(log p * T_old / T_new) equals softmax(logits / T_new): calibration works from probabilities."""
-    logits, _ = sampled(50, 4, 1.0)
-    stored = softmax(logits, 1.7)  # what a predictor with temperature_ 1.7 returns
-    assert np.allclose(softmax(logits_of(stored, 1.7), 2.5), softmax(logits, 2.5), atol=1e-9)
-    assert np.allclose(softmax(logits_of(stored, 1.7)), softmax(logits), atol=1e-9)
+def test_temperature_is_fitted_on_logits_that_float32_probabilities_cannot_hold():
+    """Very confident clips: their float32 probabilities are exactly 0 and 1, yet the logits still carry how
+    wrong the wrong ones are. Calibration gets the logits (`Predictor.predict_logits`), so it sees that."""
+    from earmark.scoring import fit_calibration
+    from earmark.config import EvaluationConfig
+
+    logits, y = sampled(400, 3, 1.0, seed=5)
+    logits = logits * 60  # margins of hundreds of nats: float32 softmax saturates
+    float32 = softmax(logits).astype(np.float32)
+    assert (float32 == 0).any()
+    fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
+    assert fit["val_nll_before"] == pytest.approx(negative_log_likelihood(logits, y, 1.0))
+    rebuilt = np.log(np.clip(float32, 1e-30, None))  # what rebuilding logits from probabilities gives
+    assert fit["val_nll_before"] > 1.5 * negative_log_likelihood(rebuilt, y, 1.0)
+    assert fit["temperature"] == pytest.approx(fit_temperature(logits, y)) and fit["temperature"] > 10
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_bins_count_every_clip():
@@ -75,17 +84,22 @@ def test_coverage_target_and_unreachable_target():
     assert curve["coverage"][-1] == 1.0 and curve["accuracy"][-1] == pytest.approx((probabilities.argmax(1) == y).mean())
 
 
-def test_write_calibration_replaces_the_buffers_atomically(tmp_path):
+def test_store_calibration_sets_the_loaded_module_and_writes_the_checkpoint_once(tmp_path):
     import torch
+    from types import SimpleNamespace
 
-    from earmark.scoring import write_calibration
+    from earmark.scoring import store_calibration
 
-    checkpoint = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {"temperature_": torch.tensor(1.0), "reject_threshold_": torch.tensor(0.0),
-                               "model.weight": torch.ones(2)}, "epoch": 3}, checkpoint)
-    write_calibration(checkpoint, 1.8, 0.42)
-    state = torch.load(checkpoint, weights_only=False)
+    checkpoint_path = tmp_path / "best.ckpt"
+    checkpoint = {"state_dict": {"temperature_": torch.tensor(1.0), "reject_threshold_": torch.tensor(0.0),
+                                 "model.weight": torch.ones(2)}, "epoch": 3}
+    module = SimpleNamespace(temperature_=torch.ones(()), reject_threshold_=torch.zeros(()))
+    predictor = SimpleNamespace(module=module, reject_threshold=0.0)
+    store_calibration(checkpoint_path, checkpoint, predictor, 1.8, 0.42)
+    assert float(module.temperature_) == pytest.approx(1.8) and float(module.reject_threshold_) == pytest.approx(0.42)
+    assert predictor.reject_threshold == pytest.approx(0.42)
+    state = torch.load(checkpoint_path, weights_only=False)
     assert float(state["state_dict"]["temperature_"]) == pytest.approx(1.8)
     assert float(state["state_dict"]["reject_threshold_"]) == pytest.approx(0.42)
     assert torch.equal(state["state_dict"]["model.weight"], torch.ones(2)) and state["epoch"] == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]  # no temporary file left behind

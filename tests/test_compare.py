@@ -31,15 +31,16 @@ def predictions_right_on(correct: np.ndarray) -> np.ndarray:
     return np.where(correct, y, (y + 1) % len(LABELS))
 
 
-def write_run(folder: Path, predicted: np.ndarray, labels=LABELS, paths=None, true=None, shuffle_seed=None) -> Path:
-    """A folder with predictions.csv (+ metrics.json) as `earmark train` writes them."""
+def write_run(folder: Path, predicted: np.ndarray, labels=LABELS, paths=None, true=None, shuffle_seed=None,
+              names=LABELS) -> Path:
+    """A folder with predictions.csv (+ metrics.json) as `earmark train` writes them; class k is `names[k]`."""
     folder.mkdir(parents=True)
     true = truth() if true is None else true
     table = pd.DataFrame({"path": paths or [f"/data/clip_{i // 2}.wav" for i in range(N_CLIPS)],
-                          "true": np.asarray(LABELS)[true], "predicted": np.asarray(LABELS)[predicted]})
+                          "true": np.asarray(names)[true], "predicted": np.asarray(names)[predicted]})
     table.insert(3, "start_s", [0.5 * (i % 2) for i in range(N_CLIPS)])  # two chunks per file
     for k, label in enumerate(labels):
-        table[f"p_{label}"] = (predicted == k).astype(float) if k < len(LABELS) else 0.0
+        table[f"p_{label}"] = (predicted == k).astype(float) if k < len(names) else 0.0
     if shuffle_seed is not None:  # row order must not matter: rows are matched by (path, start_s)
         table = table.sample(frac=1.0, random_state=shuffle_seed)
     table.to_csv(folder / "predictions.csv", index=False)
@@ -100,6 +101,21 @@ def test_compare_runs_aligns_clips_and_reports_differences(tmp_path):
     assert per_class["bird"]["support"] == 40
     assert per_class["bird"]["Δrecall personalized"] == pytest.approx(
         per_class["bird"]["recall personalized"] - per_class["bird"]["recall basic"])
+
+
+def test_labels_that_look_like_numbers_or_missing_values_stay_labels(tmp_path):
+    from earmark.crossval_report import pooled_predictions
+
+    names = ["01", "NA", "1"]  # read as numbers, "01" and "1" would merge; read with NA handling, "NA" would vanish
+    a, b = outcomes(60, 0, 40)
+    runs = [write_run(tmp_path / "a", predictions_right_on(a), labels=names, names=names),
+            write_run(tmp_path / "b", predictions_right_on(b), labels=names, names=names)]
+    comparison = compare_runs(runs)
+    assert comparison.labels == names
+    assert [row["accuracy"] for row in comparison.runs] == [pytest.approx(60 / 120), pytest.approx(100 / 120)]
+    assert {row["class"]: row["support"] for row in comparison.per_class} == {"01": 40, "NA": 40, "1": 40}
+    pooled = pooled_predictions(runs)  # cross-validation reads fold predictions the same way
+    assert set(pooled["true"]) == set(names) and set(pooled["predicted"]) == set(names)
 
 
 def test_api_compare_writes_json_markdown_html_and_never_overwrites(tmp_path):

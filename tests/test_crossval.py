@@ -81,6 +81,10 @@ def test_each_fold_is_a_complete_run_under_one_cv_folder(grouped_cv):
                  "config.yaml", "cv_plan.json"):
         assert (result.cv_dir / name).is_file(), name
     assert sum(line.startswith("fold ") and "accuracy" in line for line in lines) == 3  # a progress line per fold
+    assert load_config(result.cv_dir / "config.yaml").split.group_by is None  # the config as given
+    for run in result.cv_dir.glob("fold-*"):  # `--group-by speaker`, given to cv only, reaches every fold
+        assert load_config(run / "config.yaml").split.group_by == "speaker"
+        assert "speaker" in json.loads((run / "metrics.json").read_text())["per_group"]
     html = (result.cv_dir / "cv_report.html").read_text()
     assert "data:image/png;base64," in html and "Per fold" in html
 
@@ -129,6 +133,13 @@ def test_audio_is_decoded_once_for_all_folds(grouped_cv):
     result, _, decoded, _ = grouped_cv
     assert len(decoded) == N_FILES and len(set(decoded)) == N_FILES  # every file once, not once per fold
     assert result.summary["decoded"] == {"n_decoded": N_FILES, "n_reused": 0}
+
+
+def test_the_bad_file_report_is_written_once_into_the_cv_folder(grouped_cv):
+    result, config, _, _ = grouped_cv
+    assert (result.cv_dir / "bad_files.csv").is_file()
+    assert not (config.workspace / "splits").exists()  # nothing written where a plain `prepare` keeps its splits
+    assert not list(result.cv_dir.glob("splits/fold-*/bad_files.csv"))  # folds count them in split_stats.json
 
 
 def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypatch):

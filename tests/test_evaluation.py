@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from earmark.evaluation import classification_metrics, wilson_interval
+from earmark.errors import EarmarkError
+from earmark.evaluation import class_ids, classification_metrics, label_metrics, wilson_interval
 
 
 def one_hot(ids, n):
@@ -140,3 +141,33 @@ def test_markdown_and_printed_summaries_hold_every_section():
         assert part in text, part
     printed = "\n".join(summary_lines(metrics))
     assert "worst bob 0.500" in printed and "by majority vote" in printed
+
+
+def test_the_validation_threshold_is_reported_as_a_recommendation():
+    from earmark.binary import binary_metrics
+    from earmark.reports import markdown_report, summary_lines
+
+    y = np.array([0, 1] * 20)
+    probabilities = one_hot(y, 2)
+    metrics = classification_metrics(y, probabilities, ["no", "yes"])
+    metrics["binary"] = binary_metrics(y, probabilities, ["no", "yes"], 1, 0.3, "balanced_accuracy")
+    text = markdown_report("run", metrics, {})
+    assert "The threshold is a recommendation" in text and "most probable class (argmax)" in text
+    assert "if you applied the recommended threshold 0.3000" in "\n".join(summary_lines(metrics))
+
+
+def test_label_metrics_and_class_ids_are_shared_by_every_score():
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    y_true, y_pred = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
+    scores = label_metrics(y_true, y_pred, 4)  # class 3 never occurs: it counts 0 in the macro F1
+    assert scores["accuracy"] == pytest.approx(4 / 6)
+    assert scores["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert scores["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=[0, 1, 2, 3], average="macro",
+                                                        zero_division=0))
+    assert label_metrics(np.array([], int), np.array([], int), 3) == {"accuracy": 0.0, "balanced_accuracy": 0.0,
+                                                                      "macro_f1": 0.0}
+    assert classification_metrics(y_true, one_hot(y_pred, 4), list("abcd"))["macro_f1"] == scores["macro_f1"]
+    assert class_ids(["01", "NA", "1", "01"], ["01", "1", "NA"]).tolist() == [0, 2, 1, 0]  # text, never numbers
+    with pytest.raises(EarmarkError, match="'2' are not among the classes 01, 1"):
+        class_ids(["01", "2"], ["01", "1"])

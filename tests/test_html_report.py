@@ -116,6 +116,15 @@ def test_helpers_escape_and_embed(tmp_path):
     assert 'id="warnings"' not in render_html("T", [], [("First", "")])
 
 
+def test_markdown_tables_take_the_union_of_keys_and_escape_pipes():
+    from earmark.reports import markdown_table
+
+    table = markdown_table([{"run": "a|b", "accuracy": 0.123456}, {"run": "c", "epochs": 3}])
+    assert table.splitlines() == ["| run | accuracy | epochs |", "|---|---|---|", "| a\\|b | 0.1235 |  |",
+                                  "| c |  | 3 |"]
+    assert markdown_table([{"x": 0.5}], float_format="{:.1f}").splitlines()[-1] == "| 0.5 |"
+
+
 def test_every_section_renders_from_a_full_metrics_json(synthetic_evaluation):
     run_dir, out_dir = synthetic_evaluation
     page = write_run_report(out_dir, run_dir).read_text()
@@ -130,6 +139,7 @@ def test_every_section_renders_from_a_full_metrics_json(synthetic_evaluation):
     assert "cat&lt;&amp;&gt;" in page and "cat<&>" not in page
     assert "Worst speakers: s2" in page and "ece_after" in page and "mean_probability" in page
     assert "threshold 0.5: none chosen" in page
+    assert "The threshold is a recommendation" in page and "At the chosen threshold (if applied)" in page
     assert "&lt;not a tag&gt;" in page  # the config, escaped
     assert page.count("<img ") == len(SYNTHETIC_PNGS) + 1  # every plot plus the training curves
     assert (out_dir / "curves.png").is_file() and not (run_dir / "curves.png").exists()

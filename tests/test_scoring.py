@@ -160,3 +160,74 @@ def test_a_model_that_cannot_tell_the_classes_apart_is_flagged_as_collapsed(tmp_
     warnings = result.metrics["warnings"]
     assert any(w.startswith("collapse: 100% of predictions") for w in warnings), warnings
     assert any("near chance" in w for w in warnings)
+
+
+def test_a_positive_label_typo_fails_before_training(tmp_path):
+    (tmp_path / "two").mkdir()
+    csv = write_csv_data(tmp_path / "two", {"low": 300.0, "high": 2400.0}, 4, 0.5, 2)
+    with pytest.raises(EarmarkError, match=r"evaluation.positive_label='hgih' is not one of .*allowed: high, low"):
+        api.train(tiny_config(tmp_path, csv, "name=typo", "evaluation.positive_label=hgih"))
+    (tmp_path / "four").mkdir()
+    csv = write_csv_data(tmp_path / "four", FOUR_TONES_HZ, 4, 0.5, 2)
+    with pytest.raises(EarmarkError, match=r"positive_label='low' applies to two-class tasks only; .* 4 classes "
+                                           r"\(high, low, mid, top\)"):
+        api.train(tiny_config(tmp_path, csv, "name=four", "evaluation.positive_label=low"))
+    assert not (tmp_path / "runs").exists()  # no run directory, no training
+
+
+def test_calibration_is_fitted_on_logits_even_when_probabilities_saturate(four_class_run, tmp_path):
+    """A confidently wrong model: its float32 probabilities are exactly 0 for the true class, so logits rebuilt
+    from them would be clipped; `Predictor.predict_logits` gives calibration the real ones."""
+    import shutil
+
+    from earmark.calibration import negative_log_likelihood, softmax
+    from earmark.evaluation import class_ids
+    from earmark.scoring import fit_on_validation
+
+    run = tmp_path / "wrong"
+    shutil.copytree(four_class_run.run_dir, run)
+    best = run / "checkpoints" / "best.ckpt"
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    weights = checkpoint["state_dict"]
+    head = [key for key, value in weights.items() if key.startswith("model.") and value.dim() == 2][-1]
+    bias = head.removesuffix("weight") + "bias"
+    weights[head] = torch.roll(weights[head], 1, dims=0) * 3000  # each class scores as its neighbour, loudly
+    if bias in weights:
+        weights[bias] = torch.roll(weights[bias], 1, dims=0) * 3000
+    torch.save(checkpoint, best)
+    config = load_config(run / "config.yaml")
+    prepared = api.prepare(config, progress=False)
+    val = prepared.items[prepared.items["split"] == "val"]
+    waves = prepared.cache.waves[val["row"].to_numpy()]
+    y_val = class_ids(val["label"], prepared.labels)
+
+    predictor = fit_on_validation(run, val, prepared.cache.waves, prepared.labels, config.evaluation)
+    logits = predictor.predict_logits(waves)  # the module's forward: unchanged by calibration
+    uncalibrated = torch.softmax(torch.from_numpy(logits), dim=1).numpy()  # what the predictor gave before
+    assert (uncalibrated[np.arange(len(y_val)), y_val] == 0).any()  # saturated in float32
+    fit = json.loads((run / "calibration.json").read_text())
+    assert fit["val_nll_before"] == pytest.approx(negative_log_likelihood(logits, y_val, 1.0), rel=1e-5)
+    rebuilt = np.log(np.clip(uncalibrated, 1e-30, None))  # logits rebuilt from those probabilities
+    assert fit["val_nll_before"] > 1.5 * negative_log_likelihood(rebuilt, y_val, 1.0)
+    assert np.allclose(softmax(logits, fit["temperature"]), predictor.predict_waves(waves), atol=1e-5)
+    stored = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]["temperature_"]
+    assert float(stored) == pytest.approx(fit["temperature"]) == pytest.approx(float(predictor.module.temperature_))
+
+
+def test_training_reads_best_ckpt_once_to_calibrate_and_evaluate(tmp_path, monkeypatch):
+    from earmark import training
+
+    reads, loads = [], []
+    real_read = training.read_checkpoint
+    real_from_run = Predictor.from_run.__func__
+    monkeypatch.setattr(training, "read_checkpoint", lambda path: reads.append(path) or real_read(path))
+    monkeypatch.setattr(Predictor, "from_run",
+                        classmethod(lambda cls, *args, **kwargs: loads.append(args) or real_from_run(cls, *args,
+                                                                                                     **kwargs)))
+    (tmp_path / "data").mkdir()
+    csv = write_csv_data(tmp_path / "data", {"low": 300.0, "high": 2400.0}, 6, 0.5, 2)
+    result = api.train(tiny_config(tmp_path, csv, "name=once", "train.max_epochs=1"))
+    assert [path.name for path in reads] == ["best.ckpt"] and loads == []  # calibrated, then scored, in memory
+    calibration = json.loads((result.run_dir / "calibration.json").read_text())
+    assert result.metrics["calibration"]["temperature"] == pytest.approx(calibration["temperature"])
+    assert not list((result.run_dir / "checkpoints").glob("*.tmp"))

@@ -15,7 +15,7 @@ import torch
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-from earmark.tuning import PruningCallback, load_space
+from earmark.tuning import load_space, pruning_callback
 
 from conftest import TONES_HZ, tone_clip
 
@@ -98,7 +98,7 @@ class StubTrial:
 
 def test_pruning_callback_reports_each_epoch_and_raises_when_told():
     trial = StubTrial(prune_from=1)
-    callback = PruningCallback(trial, "val_loss")
+    callback = pruning_callback(trial, "val_loss")
     trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, callback_metrics={"val_loss": torch.tensor(0.9)})
     callback.on_validation_end(trainer, None)
     trainer.current_epoch, trainer.callback_metrics = 1, {"val_loss": torch.tensor(0.7)}
@@ -107,7 +107,17 @@ def test_pruning_callback_reports_each_epoch_and_raises_when_told():
     assert trial.reported == [(0, pytest.approx(0.9)), (1, pytest.approx(0.7))]
     assert callback.best("minimize") == pytest.approx(0.7) and callback.best("maximize") == pytest.approx(0.9)
     with pytest.raises(EarmarkError, match="validation split"):
-        PruningCallback(trial, "val_loss").best("minimize")
+        pruning_callback(trial, "val_loss").best("minimize")
+
+
+def test_importing_the_tuning_module_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = "import sys, earmark.tuning, earmark.tuning_study; print('lightning' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "False"
 
 
 def test_same_seed_samples_the_same_trials(searched):
@@ -135,6 +145,12 @@ def test_objective_is_the_best_validation_metric_of_each_trial(searched):
                  "tune_report.md", "tune_report.html", "config.yaml", "space.yaml"):
         assert (first.tune_dir / name).is_file(), name
     assert (first.tune_dir / "optimization_history.png").stat().st_size > 1000
+    for row in first.trials.itertuples():  # trials are calibrated but never scored on the test split
+        run = Path(row.run_dir)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["test_evaluated"] is False and metrics["epochs"] == row.epochs and "accuracy" not in metrics
+        assert (run / "calibration.json").is_file()
+        assert not (run / "predictions.csv").exists() and not (run / "report.html").exists()
 
 
 def test_best_config_reproduces_the_best_trial(searched):

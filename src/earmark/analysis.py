@@ -106,21 +106,15 @@ def clip_level_metrics(paths: Sequence[str], y_true: np.ndarray, probabilities: 
                        labels: Sequence[str]) -> dict[str, Any]:
     """metrics.json's `clip_level`: chunk rows aggregated to their source file by mean probability and by
     majority vote; each {n_files, accuracy, balanced_accuracy, macro_f1}. A file's label is its chunks' label."""
-    from sklearn.metrics import f1_score
-
-    from earmark.evaluation import balanced_accuracy_of
+    from earmark.evaluation import label_metrics
 
     aggregated = aggregate_chunks(paths, probabilities)
     codes, _ = pd.factorize(pd.Series(list(paths)).astype(str))
     file_true = np.zeros(len(aggregated["paths"]), dtype=int)
     file_true[codes] = np.asarray(y_true, dtype=int)
-    ids = list(range(len(labels)))
     result: dict[str, Any] = {}
     for name, predicted in (("mean_probability", aggregated["mean_probability"].argmax(axis=1)),
                             ("majority_vote", aggregated["majority_vote"])):
-        result[name] = {"n_files": int(len(file_true)), "accuracy": float((predicted == file_true).mean()),
-                        "balanced_accuracy": balanced_accuracy_of(file_true, predicted),
-                        "macro_f1": float(f1_score(file_true, predicted, labels=ids, average="macro",
-                                                   zero_division=0))}
+        result[name] = {"n_files": int(len(file_true)), **label_metrics(file_true, predicted, len(labels))}
     result["chunks_per_file"] = float(aggregated["n_chunks"].mean()) if len(file_true) else 0.0
     return result

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from earmark.config import Config, load_config, new_output_dir
+from earmark.config import Config, config_changes, describe_changes, load_config, new_output_dir
 from earmark.errors import EarmarkError
 
 
@@ -86,21 +86,6 @@ def _is_launch_rank_zero() -> bool:
                                                           "SLURM_PROCID"))
 
 
-def _flat_config(config: Config) -> dict[str, Any]:
-    """{'train.max_epochs': 60, 'model.params.width': 8, ...}"""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(json.loads(config.model_dump_json()), "")
-    return flat
-
-
 RESUME_MAY_CHANGE = ("train.max_epochs",)
 
 
@@ -117,13 +102,11 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
         new = _override(saved, overrides) if overrides else saved
     else:
         new = _as_config(config, overrides)
-    old_flat, new_flat = _flat_config(saved), _flat_config(new)
-    changed = sorted(key for key in set(old_flat) | set(new_flat)
-                     if old_flat.get(key) != new_flat.get(key) and key not in RESUME_MAY_CHANGE)
-    if changed:
-        details = ", ".join(f"{key} ({old_flat.get(key)!r} → {new_flat.get(key)!r})" for key in changed)
-        raise EarmarkError(f"cannot resume {run_dir}: the config differs from its config.yaml in {details}; "
-                           f"only {', '.join(RESUME_MAY_CHANGE)} may change on resume (start a new run instead)")
+    changes = config_changes(saved, new, RESUME_MAY_CHANGE)
+    if changes:
+        raise EarmarkError(f"cannot resume {run_dir}: the config differs from its config.yaml in "
+                           f"{describe_changes(changes)}; only {', '.join(RESUME_MAY_CHANGE)} may change on resume "
+                           f"(start a new run instead)")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         raise EarmarkError(f"cannot resume {run_dir}: there is no checkpoints/last.ckpt yet (a run writes it at the "
@@ -133,7 +116,7 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
 
 def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = ()) -> RunResult:
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
     """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory.
 
     resume: a run directory; training continues from its checkpoints/last.ckpt (mid-epoch too) and ends
@@ -147,8 +130,11 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
 
     prepared: data already decoded and split by the caller (`PreparedData`, e.g. one cross-validation
         fold from `earmark.crossval`); its split is used as is. extra_callbacks: more Lightning callbacks
-        for the fit (e.g. `earmark.tuning`'s pruning callback).
+        for the fit (e.g. `earmark.tuning`'s pruning callback). evaluate_test: False skips the test
+        split's evaluation (a tuning trial): calibration is still fitted, metrics.json then holds only
+        the training facts, and `evaluate` can score the run later.
     """
+    from earmark.binary import check_positive_label
     from earmark.optim import check_schedule
 
     if resume is not None and overfit_batch:
@@ -165,6 +151,7 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         check_config(config)
     if not len(prepared.rows("train")):
         raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
+    check_positive_label(prepared.labels, config.evaluation.positive_label)  # before training, not after
     if resume is not None:
         _check_same_data(run_dir, prepared)
     module, datamodule = _build_training(config, prepared, overfit_batch, fit_normalization=resume is None)
@@ -179,7 +166,8 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
             shutil.copytree(prepared.split_dir, run_dir / "splits")
     if primary:
         (run_dir / "config.yaml").write_text(config.to_yaml())  # on resume: the possibly longer max_epochs
-    return _fit_and_evaluate(config, prepared, module, datamodule, run_dir, checkpoint, extra_callbacks)
+    return _fit_and_evaluate(config, prepared, module, datamodule, run_dir, checkpoint, extra_callbacks,
+                             evaluate_test)
 
 
 def _check_same_data(run_dir: Path, prepared) -> None:
@@ -257,7 +245,7 @@ def _overfit_one_batch(config: Config, module, datamodule) -> RunResult:
 
 
 def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None,
-                      extra_callbacks: Sequence[Any] = ()) -> RunResult:
+                      extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
     from earmark.training import build_trainer, quiet_fit
 
     has_validation = len(prepared.rows("val")) > 0
@@ -281,16 +269,19 @@ def _fit_and_evaluate(config: Config, prepared, module, datamodule, run_dir: Pat
         return RunResult(run_dir, {}, fit_seconds)
     if not run_dir.is_dir():  # a launcher's environment misled _is_launch_rank_zero: use rank 0's folder
         run_dir = Path(trainer.checkpoint_callback.dirpath).parent
-    from earmark.scoring import fit_on_validation
+    from earmark.scoring import fit_on_validation, write_untested_metrics
 
     items = prepared.items
-    fit_on_validation(run_dir, items[items["split"] == "val"], prepared.cache.waves, prepared.labels,
-                      config.evaluation)  # temperature and thresholds into best.ckpt and calibration.json
+    # temperature and thresholds into best.ckpt and calibration.json; the calibrated best.ckpt is kept loaded
+    predictor = fit_on_validation(run_dir, items[items["split"] == "val"], prepared.cache.waves, prepared.labels,
+                                  config.evaluation)
     extra = {"fit_seconds": fit_seconds,
              "epochs": _phase_one_epochs(checkpoint) if phase_one_done else int(trainer.current_epoch),
              **extra, "device_resident": datamodule.device_resident}
+    if not evaluate_test:
+        return RunResult(run_dir, write_untested_metrics(run_dir, extra), fit_seconds)
     metrics = _evaluate_run(run_dir, items[items["split"] == "test"], prepared.cache.waves, prepared.labels,
-                            config=config, extra=extra)
+                            config=config, extra=extra, predictor=predictor)
     personalization = run_dir / "personalization.json"
     return RunResult(run_dir, metrics, fit_seconds,
                      json.loads(personalization.read_text()) if module.uses_groups else None)
@@ -311,12 +302,13 @@ def _base_checkpoint(run_dir: Path) -> Path:
 
 def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
                   out_dir: Path | None = None, *, config: Config | None = None, group_by: Sequence[str] = (),
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  extra: dict[str, Any] | None = None, predictor=None) -> dict[str, Any]:
     """Score the run's best checkpoint on `test_items` (rows into `waves`) and write every artifact
     (see `earmark.scoring.evaluate_run`)."""
     from earmark.scoring import evaluate_run
 
-    return evaluate_run(run_dir, test_items, waves, labels, out_dir, config=config, group_by=group_by, extra=extra)
+    return evaluate_run(run_dir, test_items, waves, labels, out_dir, config=config, group_by=group_by, extra=extra,
+                        predictor=predictor)
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
@@ -440,10 +432,13 @@ def compare(runs: Sequence[str | Path], out_dir: str | Path | None = None):
     macro-F1 differences against it. Writes compare.json/.md/.html to `out_dir` (default: a new
     compare-<timestamp> folder beside the first run; never overwrites) and returns the `Comparison`."""
     from earmark.compare import compare_runs
-    from earmark.compare_report import new_compare_dir, write_comparison
+    from earmark.compare_report import write_comparison
+    from earmark.config import new_folder
 
     comparison = compare_runs(list(runs))
-    write_comparison(comparison, Path(out_dir) if out_dir is not None else new_compare_dir(Path(runs[0])))
+    if out_dir is None:
+        out_dir = new_folder(Path(runs[0]).resolve().parent, f"compare-{datetime.now():%Y%m%d-%H%M%S}")
+    write_comparison(comparison, Path(out_dir))
     return comparison
 
 
@@ -508,7 +503,7 @@ def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: floa
 def tune(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *,
          space: str | Path | None = None, trials: int = 20, seed: int | None = None, timeout_s: float | None = None,
          resume: str | Path | None = None, pruner: Any = "median", startup_trials: int = 5, keep: str = "all",
-         log=None):
+         evaluate_trials: bool = False, log=None):
     """Hyper-parameter search with Optuna over the dotted config keys of a YAML `space`.
 
     Each trial is an ordinary run under `runs/<name>-tune/trial-NNN/`, scored by its best validation
@@ -516,7 +511,8 @@ def tune(config: Config | str | Path | None = None, overrides: Sequence[str] = (
     pruner object) stops poor trials after their second epoch once `startup_trials` finished; TPE seeded
     by `seed` (default config.seed). The study lives in study.db: `resume` (a tune folder) continues it
     until it holds `trials` trials. Writes trials.csv, optimization_history.png, best_config.yaml and
-    tune_summary.json; keep="best" deletes the other trials' run folders. Returns `TuneResult`.
+    tune_summary.json; keep="best" deletes the other trials' run folders. Trials skip the test split's
+    evaluation unless `evaluate_trials` (the search never uses it). Returns `TuneResult`.
     """
     from earmark.tuning_study import run_study
 
@@ -526,37 +522,28 @@ def tune(config: Config | str | Path | None = None, overrides: Sequence[str] = (
         loaded = _as_config(config, overrides)
     return run_study(loaded, Path(space) if space is not None else None, trials=trials, seed=seed,
                      timeout_s=timeout_s, resume=Path(resume) if resume is not None else None, pruner=pruner,
-                     startup_trials=startup_trials, keep=keep, log=log or (lambda text: None))
+                     startup_trials=startup_trials, keep=keep, evaluate_trials=evaluate_trials,
+                     log=log or (lambda text: None))
 
 
-def fetch(source: str | Path, to: str | Path, *, rate_hz: int = 16000, clip_s: float | None = None,
+def fetch(source: str | Path, to: str | Path, *, rate_hz: int | None = None, clip_s: float | None = None,
           retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30.0, max_extract_gb: float = 64.0,
           base_url: str | None = None, checksum: str | None = None, drive_base_url: str | None = None,
           progress: bool = False, say=None):
     """Get data into the folder `to`; returns `earmark.fetch.report.FetchResult`.
 
     `source` is a sources list (SOURCES.yaml / SOURCES.csv: url, label, start_s, end_s, license, kind per
-    row) — converted to mono WAV at `rate_hz`, cut into `clip_s` clips, listed in `to`/metadata.csv —
-    or a preset name from `datasets()` (`esc50`, ...), laid out as `to`/<name>. `base_url` (a mirror
-    serving the preset's archive) and `checksum` ('sha256:<hex>') apply to presets; `drive_base_url`
-    replaces https://drive.google.com for Drive file links. `result.overrides` point `prepare` at it.
+    row) — converted to mono WAV at `rate_hz` (default 16000), cut into `clip_s` clips, listed in
+    `to`/metadata.csv — or a preset name from `datasets()` (`esc50`, ...), laid out as `to`/<name>.
+    `base_url` (a mirror serving the preset's archive) and `checksum` ('sha256:<hex>') apply to presets;
+    `rate_hz`, `clip_s` and `drive_base_url` (replacing https://drive.google.com) to sources lists; an
+    option given for the other kind is refused. `result.overrides` point `prepare` at the data.
     """
-    from earmark.fetch.archives import ArchiveLimits
-    from earmark.fetch.download import DownloadOptions
-    from earmark.fetch.presets import fetch_preset
+    from earmark.fetch.entry import fetch as fetch_data
 
-    options = DownloadOptions(retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, progress=progress)
-    limits = ArchiveLimits.from_gb(max_extract_gb)
-    if Path(source).is_file() or Path(source).suffix.lower() in (".yaml", ".yml", ".csv", ".tsv"):
-        if base_url is not None or checksum is not None:
-            raise EarmarkError("--base-url and --checksum apply to presets (earmark fetch esc50 ...), not to a "
-                               "sources list, whose rows carry their own URLs")
-        from earmark.fetch.drive import DRIVE_BASE_URL
-        from earmark.fetch.runner import ClipSettings, fetch_sources
-
-        return fetch_sources(Path(source), Path(to), ClipSettings(rate_hz=rate_hz, clip_s=clip_s), options, limits,
-                             drive_base_url or DRIVE_BASE_URL, say or (lambda text: None))
-    return fetch_preset(str(source), Path(to), options, base_url=base_url, checksum=checksum, limits=limits)
+    return fetch_data(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, backoff_s=backoff_s,
+                      timeout_s=timeout_s, max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
+                      drive_base_url=drive_base_url, progress=progress, say=say)
 
 
 def datasets() -> list[dict[str, str]]:

@@ -3,6 +3,9 @@
 Pure functions: `positive` (N,) bool — is the clip's true class the positive one — and `score` (N,) — the
 predicted probability of the positive class — in, JSON-ready dicts out. A clip is predicted positive when
 score >= threshold.
+
+The threshold chosen on validation is a recommendation: earmark's predictors (and every other metric)
+keep the most probable class; `at_threshold` is what the metrics would be if you applied it.
 """
 
 from __future__ import annotations
@@ -17,14 +20,27 @@ DEFAULT_THRESHOLD = 0.5  # argmax of two probabilities, used when validation can
 
 def positive_index(labels: Sequence[str], positive_label: str | None) -> int:
     """The class id of the positive class: `positive_label`, else the second label (sklearn's pos_label=1)."""
+    check_positive_label(labels, positive_label)
+    if positive_label is None:
+        return 1
+    return [str(label) for label in labels].index(str(positive_label))
+
+
+def check_positive_label(labels: Sequence[str], positive_label: str | None) -> None:
+    """Raise EarmarkError unless `evaluation.positive_label` is unset, or the task has two classes and it
+    names one of them (it applies to two-class tasks only)."""
     from earmark.errors import EarmarkError
 
     if positive_label is None:
-        return 1
-    if str(positive_label) not in [str(label) for label in labels]:
-        raise EarmarkError(f"evaluation.positive_label={positive_label!r} is not one of the run's classes: "
-                           f"{', '.join(map(str, labels))}")
-    return [str(label) for label in labels].index(str(positive_label))
+        return
+    names = [str(label) for label in labels]
+    if len(names) != 2:
+        shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+        raise EarmarkError(f"evaluation.positive_label={positive_label!r} applies to two-class tasks only; this "
+                           f"data has {len(names)} classes ({shown}); remove evaluation.positive_label")
+    if str(positive_label) not in names:
+        raise EarmarkError(f"evaluation.positive_label={positive_label!r} is not one of the run's classes; "
+                           f"allowed: {', '.join(names)}")
 
 
 def curves(positive: np.ndarray, score: np.ndarray) -> dict[str, Any]:
@@ -91,12 +107,14 @@ def at_threshold(positive: np.ndarray, score: np.ndarray, threshold: float) -> d
 
 
 def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], positive: int,
-                   threshold: float, threshold_metric: str) -> dict[str, Any]:
+                   threshold: float, threshold_metric: str, found: dict[str, Any] | None = None) -> dict[str, Any]:
     """metrics.json's `binary` entry: y_true (N,) class ids, probabilities (N, 2); `threshold` was chosen
-    on validation (by `threshold_metric`) and is applied here to the test clips."""
+    on validation (by `threshold_metric`). It is a recommendation: predictions stay the most probable
+    class, and `at_threshold` is what the test metrics would be if it were applied. `found`: `curves()`
+    of these clips when the caller already computed them."""
     is_positive = np.asarray(y_true) == positive
     score = np.asarray(probabilities, dtype=np.float64)[:, positive]
-    found = curves(is_positive, score)
+    found = found if found is not None else curves(is_positive, score)
     return {"positive_label": str(labels[positive]), "roc_auc": found["roc_auc"],
             "average_precision": found["average_precision"], "threshold": float(threshold),
             "threshold_metric": threshold_metric, "at_threshold": at_threshold(is_positive, score, threshold),

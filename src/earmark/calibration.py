@@ -1,9 +1,9 @@
 """Calibration and "none of these": temperature scaling, expected calibration error, a rejection threshold.
 
 Pure functions on arrays. Probabilities are (N, n_classes) rows that sum to 1, y_true (N,) class ids.
-Temperature scaling divides the logits by T > 0; since softmax(log p / T) == softmax(logits / T), it works
-from probabilities as well as from logits (`logits_of`). A rejection threshold turns a prediction whose top
-probability is below it into "unknown"; 0 means off.
+Temperature scaling divides the model's logits by T > 0 (fitted on the logits themselves, never on logits
+rebuilt from float32 probabilities, which underflow to 0 for confident clips). A rejection threshold turns
+a prediction whose top probability is below it into "unknown"; 0 means off.
 """
 
 from __future__ import annotations
@@ -15,12 +15,6 @@ import numpy as np
 
 ECE_BINS = 15
 TEMPERATURE_RANGE = (0.05, 20.0)  # searched on a log scale; beyond it the model is broken, not miscalibrated
-MIN_PROBABILITY = 1e-30  # log(0) guard: float32 softmax underflows to 0 for very confident clips
-
-
-def logits_of(probabilities: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(N, C) probabilities that were softmax(z / temperature) → logits z (up to a per-row constant)."""
-    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), MIN_PROBABILITY, None)) * temperature
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -71,7 +65,11 @@ def reliability_bins(probabilities: np.ndarray, y_true: np.ndarray, n_bins: int 
 
 def expected_calibration_error(probabilities: np.ndarray, y_true: np.ndarray, n_bins: int = ECE_BINS) -> float:
     """ECE: the clip-weighted mean |accuracy - confidence| over equal-width confidence bins (0 = calibrated)."""
-    bins = reliability_bins(probabilities, y_true, n_bins)
+    return ece_of_bins(reliability_bins(probabilities, y_true, n_bins))
+
+
+def ece_of_bins(bins: dict[str, list]) -> float:
+    """The ECE of bins already computed by `reliability_bins`."""
     total = sum(bins["counts"])
     if total == 0:
         return 0.0

@@ -434,7 +434,8 @@ MAX_FAILURES_PRINTED = 20
 def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml / SOURCES.csv) or a preset name "
                                                   "(see `earmark datasets`)"),
           to: Path = typer.Option(..., "--to", help="folder to fill; nothing already in it is overwritten"),
-          rate_hz: int = typer.Option(16000, "--rate-hz", min=1, help="sources list: sample rate of the WAV clips"),
+          rate_hz: Optional[int] = typer.Option(None, "--rate-hz", min=1, show_default=False,
+                                                help="sources list: sample rate of the WAV clips [default: 16000]"),
           clip_s: Optional[float] = typer.Option(None, "--clip-s", min=0.01,
                                                  help="sources list: cut each source into clips of this length"),
           retries: int = typer.Option(3, min=0, help="extra attempts per download after a transient failure"),

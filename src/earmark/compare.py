@@ -17,8 +17,7 @@ import pandas as pd
 
 from earmark.errors import EarmarkError
 from earmark.paired_stats import BOOTSTRAP_RESAMPLES, SIGNIFICANCE_LEVEL, mcnemar_exact, paired_bootstrap
-
-PROBABILITY_PREFIX = "p_"
+from earmark.scoring import PROBABILITY_PREFIX, read_predictions
 
 
 @dataclass
@@ -54,10 +53,7 @@ def load_scored_run(folder: str | Path) -> ScoredRun:
     if not csv.is_file():
         raise EarmarkError(f"{folder} has no predictions.csv; give run directories (runs/<name>) or "
                            f"`earmark evaluate --out` folders")
-    table = pd.read_csv(csv)
-    missing = [column for column in ("path", "true", "predicted") if column not in table]
-    if missing:
-        raise EarmarkError(f"{csv} lacks the column(s) {', '.join(missing)}; it was not written by earmark")
+    table = read_predictions(folder)
     labels = [column[len(PROBABILITY_PREFIX):] for column in table.columns if column.startswith(PROBABILITY_PREFIX)]
     labels_json = folder / "labels.json"
     if not labels and labels_json.is_file():
@@ -66,8 +62,7 @@ def load_scored_run(folder: str | Path) -> ScoredRun:
         start = table["start_s"].round(6).astype(str)
     else:  # unchunked clips: one row per path (a repeated path is told apart by its order)
         start = table.groupby("path").cumcount().astype(str)
-    table.index = table["path"].astype(str) + "@" + start
-    table[["true", "predicted"]] = table[["true", "predicted"]].astype(str)
+    table.index = table["path"] + "@" + start
     metrics_path = folder / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return ScoredRun(folder.name, folder, table, labels or sorted(set(table["true"]) | set(table["predicted"])),
@@ -110,18 +105,18 @@ def _unique_names(runs: Sequence[ScoredRun]) -> None:
 
 
 def _class_scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, Any]:
-    from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
+    from sklearn.metrics import precision_recall_fscore_support
 
-    ids = list(range(n_classes))
-    _, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    return {"accuracy": float((y_true == y_pred).mean()), "balanced_accuracy": float(balanced_accuracy_score(
-        y_true, y_pred)), "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "f1": f1, "recall": recall, "support": support}
+    from earmark.evaluation import label_metrics
+
+    _, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=list(range(n_classes)),
+                                                             zero_division=0)
+    return {**label_metrics(y_true, y_pred, n_classes), "f1": f1, "recall": recall, "support": support}
 
 
 def compare_runs(folders: Sequence[str | Path], n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> Comparison:
     """Score every run on the shared test clips; differences, McNemar and bootstrap against the first."""
-    from earmark.evaluation import wilson_interval
+    from earmark.evaluation import class_ids, wilson_interval
 
     if len(folders) < 2:
         raise EarmarkError("compare needs at least two runs: earmark compare RUN_A RUN_B [...]")
@@ -129,15 +124,14 @@ def compare_runs(folders: Sequence[str | Path], n_resamples: int = BOOTSTRAP_RES
     check_same_test_set(runs)
     _unique_names(runs)
     labels = list(runs[0].labels)
-    index = {label: i for i, label in enumerate(labels)}
     keys = runs[0].predictions.index
-    y_true = runs[0].predictions["true"].map(index).to_numpy()
+    y_true = class_ids(runs[0].predictions["true"], labels)
     predicted = []
     for run in runs:
-        unknown = sorted(set(run.predictions["predicted"]) - set(index))
+        unknown = sorted(set(run.predictions["predicted"]) - set(labels))
         if unknown:
             raise EarmarkError(f"{run.folder}/predictions.csv predicts classes outside its labels: {unknown}")
-        predicted.append(run.predictions.loc[keys, "predicted"].map(index).to_numpy())
+        predicted.append(class_ids(run.predictions.loc[keys, "predicted"], labels))
     scores = [_class_scores(y_true, y_pred, len(labels)) for y_pred in predicted]
     n_clips = len(keys)
     rows = []

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import html
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from earmark.compare import Comparison
 from earmark.errors import EarmarkError
 from earmark.html_report import html_image, html_table, render_html
+from earmark.reports import markdown_table
 
 OUTPUT_FILES = ("compare.json", "compare.md", "compare.html", "per_class_difference.png")
 HOW_TO_READ = (
@@ -22,15 +23,6 @@ HOW_TO_READ = (
     "if it excludes 0 the difference is unlikely to be chance; its width says how precisely the test set measures it. "
     "A non-significant result does not mean the models are equal, only that this test set cannot tell them apart."
 )
-
-
-def new_compare_dir(first_run: Path) -> Path:
-    """runs/compare-<timestamp> beside the first run, never an existing folder."""
-    base = Path(first_run).resolve().parent / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-    out, suffix = base, 1
-    while out.exists():
-        out, suffix = base.with_name(f"{base.name}-{suffix}"), suffix + 1
-    return out
 
 
 def _interval(values: list[float]) -> str:
@@ -57,26 +49,14 @@ def _difference_rows(comparison: Comparison) -> list[dict[str, Any]]:
              "significant (p<0.05)": "yes" if row["significant"] else "no"} for row in comparison.differences]
 
 
-def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-
-    def cell(value: Any) -> str:
-        text = "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
-        return text.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def markdown_comparison(comparison: Comparison) -> str:
     lines = [f"# earmark compare: {len(comparison.runs)} runs on {comparison.n_clips} shared test clips", ""]
     lines += [f"> **Warning:** {warning}" for warning in comparison.warnings]
-    lines += ["", "## Runs", "", _markdown_table(_run_rows(comparison)), "",
+    lines += ["", "## Runs", "", markdown_table(_run_rows(comparison)), "",
               f"## Differences against {comparison.runs[0]['run']}", "",
-              _markdown_table(_difference_rows(comparison)), ""]
+              markdown_table(_difference_rows(comparison)), ""]
     lines += [f"- {row['verdict']}" for row in comparison.differences]
-    lines += ["", "## Per class", "", _markdown_table(comparison.per_class), "",
+    lines += ["", "## Per class", "", markdown_table(comparison.per_class), "",
               "![per-class F1 differences](per_class_difference.png)", "", "## How to read this", "",
               _how_to_read(comparison), ""]
     return "\n".join(lines)
@@ -84,16 +64,13 @@ def markdown_comparison(comparison: Comparison) -> str:
 
 def plot_class_differences(comparison: Comparison, path: Path) -> Path:
     """Horizontal bars: F1 of each run minus the first run's, per class (one colour per run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from earmark.plots import pyplot, save_figure
 
     others = [row["run"] for row in comparison.runs[1:]]
     labels = comparison.labels
     height = 0.8 / len(others)
     y = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.32 * len(labels) * max(1, len(others) * 0.6) + 1.2)))
+    fig, ax = pyplot().subplots(figsize=(7.5, max(2.5, 0.32 * len(labels) * max(1, len(others) * 0.6) + 1.2)))
     for i, name in enumerate(others):
         deltas = [row[f"Δf1 {name}"] for row in comparison.per_class]
         ax.barh(y + (i - (len(others) - 1) / 2) * height, deltas, height, label=name)
@@ -104,10 +81,7 @@ def plot_class_differences(comparison: Comparison, path: Path) -> Path:
     ax.set_title("Per-class F1 difference against the first run")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
@@ -121,13 +95,13 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
     (out_dir / "compare.json").write_text(json.dumps(comparison.to_dict(), indent=1))
     (out_dir / "compare.md").write_text(markdown_comparison(comparison))
     plot = plot_class_differences(comparison, out_dir / "per_class_difference.png")
-    verdicts = "<ul>" + "".join(f"<li>{_escape(row['verdict'])}</li>" for row in comparison.differences) + "</ul>"
+    verdicts = "<ul>" + "".join(f"<li>{html.escape(row['verdict'])}</li>" for row in comparison.differences) + "</ul>"
     sections = [("Runs", html_table(_run_rows(comparison))),
                 (f"Differences against {comparison.runs[0]['run']}",
                  html_table(_difference_rows(comparison)) + verdicts),
                 ("Per-class F1 difference", html_image(plot, "per-class F1 difference against the first run")),
                 ("Per class", html_table(comparison.per_class, float_format="{:.3f}")),
-                ("How to read this", f"<p>{_escape(_how_to_read(comparison))}</p>")]
+                ("How to read this", f"<p>{html.escape(_how_to_read(comparison))}</p>")]
     title = f"earmark compare: {len(comparison.runs)} runs on {comparison.n_clips} shared test clips"
     (out_dir / "compare.html").write_text(render_html(title, comparison.warnings, sections), encoding="utf-8")
     comparison.out_dir = out_dir
@@ -137,9 +111,3 @@ def write_comparison(comparison: Comparison, out_dir: Path) -> Path:
 def _how_to_read(comparison: Comparison) -> str:
     resamples = comparison.differences[0]["bootstrap"]["n"] if comparison.differences else 0
     return HOW_TO_READ.format(resamples=resamples)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text)

@@ -18,7 +18,6 @@ every fold indexes the same decoded cache.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from earmark.config import Config, load_config, new_output_dir
+from earmark.config import Config, config_changes, describe_changes, load_config, new_output_dir
 from earmark.errors import EarmarkError
+from earmark.fetch.names import safe_name
 
 PLAN_FILE, FOLDS_FILE, CONFIG_FILE = "cv_plan.json", "folds.csv", "config.yaml"
 DEFAULT_FOLDS = 5
@@ -78,7 +78,7 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
     """
     from earmark import api
     from earmark.crossval_report import write_cv_summary
-    from earmark.data.prepared import decode_items
+    from earmark.data.prepared import decode_items, with_splits
     from earmark.data.splits import cv_folds, groups_in_several_folds
 
     started = time.perf_counter()
@@ -91,8 +91,9 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
     else:
         plan = make_plan(config, **requested)
     api.check_config(config)
-    report_dir = cv_dir if resume is not None else config.workspace / "splits" / config.split_key()
-    items, labels, cache = decode_items(config, report_dir, strict=strict, progress=config.train.progress)
+    # a fresh CV folder is made only once the folds are known to work: until then no report is written
+    items, labels, cache = decode_items(config, cv_dir if resume is not None else None, strict=strict,
+                                        progress=config.train.progress)
     if plan.group_by and plan.group_by not in items.columns:
         raise EarmarkError(f"--group-by {plan.group_by!r} is not a column of the metadata; available columns: "
                            f"{', '.join(map(str, items.columns))}")
@@ -101,7 +102,7 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         cv_dir = new_output_dir(config, "-cv")
         (cv_dir / CONFIG_FILE).write_text(config.to_yaml())
         (cv_dir / PLAN_FILE).write_text(json.dumps(plan.__dict__, indent=1))
-        cache.write_bad_files(cv_dir / "bad_files.csv")
+        cache.write_bad_files(cv_dir / "bad_files.csv")  # a resumed CV's was written by decode_items
     log(f"decoded {cache.stats.n_decoded} file(s), reused {cache.stats.n_reused} from the cache; "
         f"{len(items)} clips, {len(labels)} classes; folds: {plan.describe()}; folder {cv_dir}")
     _save_or_check_folds(cv_dir, items, folds, plan.group_by, resumed=resume is not None)
@@ -112,19 +113,20 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
             extra_warnings.append(f"{len(straddling)} group(s) of {plan.group_by!r} sit in several of the data's "
                                   f"folds (e.g. {straddling[0]}): test scores may be optimistic")
     fold_names = sorted(folds.unique(), key=_fold_order)
+    fold_config = _fold_config(config, plan)
     rows = []
     for number, name in enumerate(fold_names, start=1):
         fold_items = _fold_items(items, folds, name, plan, config)
-        prepared = _fold_prepared(fold_items, labels, cache, cv_dir / "splits" / f"fold-{_safe(name)}",
-                                  plan.group_by)
+        folder = f"fold-{safe_name(name, 'fold')}"  # the fold's name, usable in a path
+        prepared = with_splits(fold_items, labels, cache, cv_dir / "splits" / folder, plan.group_by)
         held_out = _held_out_groups(fold_items, plan.group_by)
         counts = {s: int((fold_items["split"] == s).sum()) for s in ("train", "val", "test")}
         prefix = f"fold {number}/{len(fold_names)} ({name})"
         log(f"{prefix}: train {counts['train']}, val {counts['val']}, test {counts['test']} clips"
             + (f"; held out: {_shorten(held_out)}" if held_out else ""))
-        run_dir = cv_dir / f"fold-{_safe(name)}"
+        run_dir = cv_dir / folder
         fold_started = time.perf_counter()
-        metrics, reused = _train_fold(api, config, prepared, run_dir, strict)
+        metrics, reused = _train_fold(api, fold_config, prepared, run_dir, strict)
         log(f"{prefix}: " + ("finished earlier, kept; " if reused else "")
             + f"accuracy {metrics['accuracy']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f}, "
               f"macro F1 {metrics['macro_f1']:.4f} ({time.perf_counter() - fold_started:.1f} s)")
@@ -155,10 +157,10 @@ def _fold_items(items: pd.DataFrame, folds: pd.Series, name: str, plan: CVPlan, 
     return fold_items
 
 
-def _fold_prepared(fold_items, labels, cache, split_dir: Path, group_by: Optional[str]):
-    from earmark.data.prepared import with_splits
-
-    return with_splits(fold_items, labels, cache, split_dir, group_by)
+def _fold_config(config: Config, plan: CVPlan) -> Config:
+    """What every fold trains with: `config` grouped by the plan's key, so each fold's config.yaml, group
+    analysis and leakage check use the grouping its folds were made with (e.g. `cv --group-by speaker`)."""
+    return config.model_copy(update={"split": config.split.model_copy(update={"group_by": plan.group_by})})
 
 
 def _train_fold(api, config: Config, prepared, run_dir: Path, strict: bool) -> tuple[dict, bool]:
@@ -187,30 +189,21 @@ def _fold_order(name: str) -> tuple:
     return tuple((0, part) if isinstance(part, int) else (1, part) for part in natural_key(name))
 
 
-def _safe(name: str) -> str:
-    """A fold name usable in a folder name: `fold-<name>`."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "fold"
-
-
 def _shorten(names: list[str], limit: int = 8) -> str:
     return ", ".join(names) if len(names) <= limit else ", ".join(names[:limit]) + f", … ({len(names)} in all)"
 
 
 def _resumed_plan(cv_dir: Path, config: Optional[Config], requested: dict[str, Any]) -> tuple[Config, CVPlan]:
-    from earmark.api import _flat_config
-
     if not (cv_dir / PLAN_FILE).is_file() or not (cv_dir / CONFIG_FILE).is_file():
         raise EarmarkError(f"cannot resume {cv_dir}: it is not a CV folder (no {PLAN_FILE} and {CONFIG_FILE}); "
                            "give runs/<name>-cv of an earlier `earmark cv`")
     saved_config = load_config(cv_dir / CONFIG_FILE)
     saved_plan = CVPlan(**json.loads((cv_dir / PLAN_FILE).read_text()))
-    if config is not None:
-        old, new = _flat_config(saved_config), _flat_config(config)
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            details = ", ".join(f"{k} ({old.get(k)!r} → {new.get(k)!r})" for k in changed[:5])
-            raise EarmarkError(f"cannot resume {cv_dir}: the config differs from its {CONFIG_FILE} in {details}; "
-                               f"resume with the same config (or none), or start a new cross-validation")
+    changes = config_changes(saved_config, config) if config is not None else {}
+    if changes:
+        raise EarmarkError(f"cannot resume {cv_dir}: the config differs from its {CONFIG_FILE} in "
+                           f"{describe_changes(changes)}; resume with the same config (or none), or start a new "
+                           f"cross-validation")
     differing = {k: v for k, v in requested.items() if getattr(saved_plan, k) != v}
     if differing:
         details = ", ".join(f"{k}={v!r} (saved: {getattr(saved_plan, k)!r})" for k, v in differing.items())

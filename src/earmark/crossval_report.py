@@ -5,6 +5,7 @@ Plain rows in, files out: cv_summary.json, cv_confusion.png, cv_report.md, cv_re
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,40 +31,34 @@ def mean_std(values: Sequence[float]) -> dict[str, float]:
 
 def pooled_predictions(run_dirs: Sequence[Path]) -> pd.DataFrame:
     """Every fold's predictions.csv (path, true, predicted, ...) stacked, with a `fold_run` column."""
+    from earmark.scoring import PREDICTIONS_FILE, read_predictions
+
     frames = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "predictions.csv"
-        if not path.is_file():
-            raise EarmarkError(f"{path} is missing: fold {Path(run_dir).name} did not finish; "
-                               "re-run with --resume to train it")
-        frame = pd.read_csv(path, dtype={"path": "str", "true": "str", "predicted": "str"}, keep_default_na=False)
-        frames.append(frame.assign(fold_run=Path(run_dir).name))
+        if not (Path(run_dir) / PREDICTIONS_FILE).is_file():
+            raise EarmarkError(f"{Path(run_dir) / PREDICTIONS_FILE} is missing: fold {Path(run_dir).name} did not "
+                               "finish; re-run with --resume to train it")
+        frames.append(read_predictions(run_dir).assign(fold_run=Path(run_dir).name))
     return pd.concat(frames, ignore_index=True)
 
 
 def pooled_metrics(true: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro F1 and the confusion matrix over all folds' test clips together."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import confusion_matrix
 
-    index = {label: i for i, label in enumerate(labels)}
-    y_true = np.array([index[label] for label in true])
-    y_pred = np.array([index[label] for label in predicted])
-    ids = list(range(len(labels)))
-    return {
-        "n_clips": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
-        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
-        "labels": list(labels),
-    }
+    from earmark.evaluation import class_ids, label_metrics
+
+    y_true, y_pred = class_ids(true, labels), class_ids(predicted, labels)
+    return {"n_clips": int(len(y_true)), **label_metrics(y_true, y_pred, len(labels)),
+            "confusion": confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist(),
+            "labels": list(labels)}
 
 
 def write_cv_summary(cv_dir: Path, rows: list[dict[str, Any]], labels: list[str], config: Config,
                      folds_description: str, extra_warnings: Sequence[str], total_seconds: float,
                      decoded: dict[str, int]) -> dict[str, Any]:
     """Write cv_summary.json, cv_confusion.png, cv_report.md and cv_report.html; return the summary."""
-    from earmark.reports import plot_confusion
+    from earmark.plots import plot_confusion
 
     predictions = pooled_predictions([Path(row["run_dir"]) for row in rows])
     pooled = pooled_metrics(predictions["true"], predictions["predicted"], labels)
@@ -112,6 +107,8 @@ def headline(summary: dict[str, Any]) -> list[str]:
 
 
 def markdown_cv_report(name: str, summary: dict[str, Any]) -> str:
+    from earmark.reports import markdown_table
+
     lines = [f"# earmark cross-validation `{name}`", ""]
     lines += [f"> **Warning:** {warning}" for warning in summary["warnings"]]
     if summary["warnings"]:
@@ -119,15 +116,10 @@ def markdown_cv_report(name: str, summary: dict[str, Any]) -> str:
     lines += [f"Folds: {summary['folds']}. Model `{summary['model']}`. Each fold is a complete run in "
               f"`fold-<fold>/`; its test split is the held-out fold, never seen in training or validation.", "",
               "## Mean ± standard deviation over folds", "",
-              "| metric | mean ± std (ddof=1) | pooled over all test clips |", "|---|---|---|"]
-    for metric in METRICS:
-        lines.append(f"| {METRIC_TITLES[metric]} | {summary[metric]['mean']:.4f} ± {summary[metric]['std']:.4f} | "
-                     f"{summary['pooled'][metric]:.4f} |")
-    rows = fold_table_rows(summary)
-    columns = list(rows[0])
-    lines += ["", "## Per fold", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+              markdown_table([{"metric": METRIC_TITLES[m], "mean ± std (ddof=1)": f"{summary[m]['mean']:.4f} ± "
+                               f"{summary[m]['std']:.4f}", "pooled over all test clips": summary["pooled"][m]}
+                              for m in METRICS])]
+    lines += ["", "## Per fold", "", markdown_table(fold_table_rows(summary))]
     lines += ["", f"## Pooled confusion ({summary['pooled']['n_clips']} test clips)", "",
               f"![pooled confusion matrix]({CONFUSION_FILE})", "",
               f"Total time {summary['total_seconds']:.1f} s (training {summary['fit_seconds']:.1f} s); "
@@ -140,7 +132,7 @@ def html_cv_report(cv_dir: Path, summary: dict[str, Any], config: Config) -> str
 
     means = [{"metric": METRIC_TITLES[m], "mean": summary[m]["mean"], "std (ddof=1)": summary[m]["std"],
               "pooled": summary["pooled"][m]} for m in METRICS]
-    timing = (f"<p>Folds: {_escape(summary['folds'])}. Total time {summary['total_seconds']:.1f} s (training "
+    timing = (f"<p>Folds: {html.escape(str(summary['folds']))}. Total time {summary['total_seconds']:.1f} s (training "
               f"{summary['fit_seconds']:.1f} s); decoded {summary['decoded']['n_decoded']} file(s), reused "
               f"{summary['decoded']['n_reused']} from the cache. Each fold's test split is its held-out fold, "
               f"never seen in training or validation.</p>")
@@ -150,9 +142,3 @@ def html_cv_report(cv_dir: Path, summary: dict[str, Any], config: Config) -> str
                  html_image(cv_dir / CONFUSION_FILE, "confusion matrix pooled over all folds")),
                 ("Config", html_pre(config.to_yaml()))]
     return render_html(f"earmark cross-validation {cv_dir.name}", summary["warnings"], sections)
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(str(text))

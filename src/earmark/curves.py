@@ -80,12 +80,11 @@ def plot_training_curves(run_dir: Path, path: Path) -> Path | None:
     phases = read_run_scalars(Path(run_dir))
     if not phases:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from earmark.plots import pyplot, save_figure
+
+    plt = pyplot()
     panel_names = [name for name in ("loss", "metrics", "learning rate")
                    if any(_panel_of(tag) == name for scalars in phases.values() for tag in scalars
                           if tag != EPOCH_TAG)]
@@ -110,9 +109,6 @@ def plot_training_curves(run_dir: Path, path: Path) -> Path | None:
             if ax.lines:
                 ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -33,24 +33,21 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, lab
 
     top_k: the k of the top-k accuracies, each reported only where there are more than k classes.
     """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     y_true = np.asarray(y_true, dtype=int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     y_pred = probabilities.argmax(axis=1)
     ids = list(range(len(labels)))
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
-    correct = int((y_true == y_pred).sum())
-    low, high = wilson_interval(correct, len(y_true))
-    metrics: dict[str, Any] = {
-        "n_clips": int(len(y_true)),
-        "accuracy": float(accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "accuracy_ci95": [low, high],
-        "balanced_accuracy": balanced_accuracy_of(y_true, y_pred),
-    }
+    scores = label_metrics(y_true, y_pred, len(labels))
+    low, high = wilson_interval(int((y_true == y_pred).sum()), len(y_true))
+    metrics: dict[str, Any] = {"n_clips": int(len(y_true)), "accuracy": scores["accuracy"],
+                               "accuracy_ci95": [low, high], "balanced_accuracy": scores["balanced_accuracy"]}
     for average in ("macro", "weighted"):
         p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=ids, average=average, zero_division=0)
         metrics.update({f"{average}_precision": float(p), f"{average}_recall": float(r), f"{average}_f1": float(f)})
+    metrics["macro_f1"] = scores["macro_f1"]
     metrics["top_k_accuracy"] = top_k_accuracies(y_true, probabilities, top_k)
     metrics["per_class"] = {
         str(label): {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
@@ -64,6 +61,34 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, lab
     metrics["prior_chance_accuracy"] = prior_chance_accuracy(y_true, len(labels))
     metrics["warnings"] = collapse_warnings(y_pred, metrics, labels)
     return metrics
+
+
+def class_ids(values: Sequence[Any], labels: Sequence[str]) -> np.ndarray:
+    """Class ids (N,) int64 of label values, compared as text with `labels` (whose order defines the ids).
+
+    Raises EarmarkError naming the values that are not among `labels`."""
+    from earmark.errors import EarmarkError
+
+    index = {str(label): i for i, label in enumerate(labels)}
+    text = [str(value) for value in values]
+    unknown = sorted({value for value in text if value not in index})
+    if unknown:
+        raise EarmarkError(f"label(s) {', '.join(map(repr, unknown[:5]))} are not among the classes "
+                           f"{', '.join(map(str, labels))}")
+    return np.fromiter((index[value] for value in text), dtype=np.int64, count=len(text))
+
+
+def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, balanced accuracy and macro F1 (every one of `n_classes` counts; an absent class that is
+    never predicted scores 0) of predicted class ids against true ones, both (N,); all 0 when N = 0."""
+    from sklearn.metrics import f1_score
+
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    if len(y_true) == 0:
+        return {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0}
+    return {"accuracy": float((y_true == y_pred).mean()), "balanced_accuracy": balanced_accuracy_of(y_true, y_pred),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=list(range(n_classes)), average="macro",
+                                       zero_division=0))}
 
 
 def balanced_accuracy_of(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -98,19 +123,10 @@ def prior_chance_accuracy(y_true: np.ndarray, n_classes: int) -> float:
 
 def majority_baseline(y_true: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """What always predicting the most frequent test class would score."""
-    from sklearn.metrics import balanced_accuracy_score, f1_score
-
     if len(y_true) == 0:
         return {"label": None, "accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0}
     majority = Counter(y_true.tolist()).most_common(1)[0][0]
-    constant = np.full_like(y_true, majority)
-    return {
-        "label": str(labels[majority]),
-        "accuracy": float((y_true == majority).mean()),
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, constant)),
-        "macro_f1": float(f1_score(y_true, constant, labels=list(range(len(labels))), average="macro",
-                                   zero_division=0)),
-    }
+    return {"label": str(labels[majority]), **label_metrics(y_true, np.full_like(y_true, majority), len(labels))}
 
 
 def collapse_warnings(y_pred: np.ndarray, metrics: dict[str, Any], labels: Sequence[str]) -> list[str]:

@@ -32,7 +32,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
     discordant = only_a + only_b
     p_value = 1.0 if discordant == 0 else float(binomtest(min(only_a, only_b), discordant, 0.5).pvalue)
     return {"only_a_correct": only_a, "only_b_correct": only_b, "both_correct": int((correct_a & correct_b).sum()),
-            "both_wrong": int((~correct_a & ~correct_b).sum()), "p_value": min(1.0, p_value)}
+            "both_wrong": int((~correct_a & ~correct_b).sum()), "p_value": p_value}
 
 
 def macro_f1_from_counts(clip_weights: np.ndarray, true_onehot: np.ndarray, pred_onehot: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ import numpy as np
 MAX_GROUP_BARS = 60  # beyond this many groups the plot shows the worst ones
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed); every earmark plot starts here."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,10 +22,11 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, dpi: int = 110) -> Path:
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close `fig`; returns `path`."""
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -32,7 +34,7 @@ def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: Path
                    title: str | None = None) -> Path:
     """Counts (or, `normalized`, each true class's row as percentages) in every non-zero cell, colour by
     the row share. Sized so 50 classes stay readable: cells ≥ 0.4 in, labels and numbers shrink with n."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = np.asarray(confusion, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(labels)
@@ -57,12 +59,12 @@ def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: Path
                 ax.text(j, i, text, ha="center", va="center", fontsize=cell_size,
                         color="white" if shares[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="share of true class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> Path:
     """Recall and F1 per class, sorted by F1 (worst at the top), support beside each class name."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(per_class.items(), key=lambda item: (item[1]["f1"], item[1]["recall"]))
     names = [f"{name} (n={row['support']})" for name, row in rows]
     y = np.arange(len(rows))
@@ -75,13 +77,13 @@ def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_title("Per class, sorted by F1")
     ax.legend(loc="lower right", fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # worst at the top
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_group(column: str, analysis: dict[str, Any], overall_accuracy: float, path: Path) -> Path:
     """Accuracy per value of a metadata column, worst first, clips per group in the label, the overall
     accuracy as a line. Over MAX_GROUP_BARS groups: the worst MAX_GROUP_BARS."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = sorted(analysis["groups"].items(), key=lambda item: (item[1]["accuracy"], -item[1]["n_clips"]))
     shown = groups[:MAX_GROUP_BARS]
     y = np.arange(len(shown))
@@ -95,13 +97,13 @@ def plot_per_group(column: str, analysis: dict[str, Any], overall_accuracy: floa
     more = f"; the worst {len(shown)} of {len(groups)}" if len(groups) > len(shown) else ""
     ax.set_title(f"Accuracy per {column}{more}")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, positive_label: str, path: Path,
              operating_point: tuple[float, float] | None = None) -> Path:
     """ROC curve with its area and, when given, the (fpr, tpr) of the validation-chosen threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     ax.plot([0, 1], [0, 1], color="#bbbbbb", linestyle=":", label="chance")
     ax.plot(fpr, tpr, color="#2b6cb0", label=f"model (AUC {auc:.3f})" if auc is not None else "model")
@@ -111,14 +113,14 @@ def plot_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float | None, posi
     ax.set_ylabel(f"true positive rate ('{positive_label}')")
     ax.set_title("ROC (test)")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pr(precision: Sequence[float], recall: Sequence[float], average_precision: float | None,
             prevalence: float, positive_label: str, path: Path,
             operating_point: tuple[float, float] | None = None) -> Path:
     """Precision–recall curve with average precision; the positive class's prevalence is chance."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     ax.axhline(prevalence, color="#bbbbbb", linestyle=":", label=f"chance ({prevalence:.2f})")
     label = f"model (AP {average_precision:.3f})" if average_precision is not None else "model"
@@ -131,14 +133,14 @@ def plot_pr(precision: Sequence[float], recall: Sequence[float], average_precisi
     ax.set_ylabel("precision")
     ax.set_title("Precision–recall (test)")
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(before: dict[str, list], after: dict[str, list], ece_before: float, ece_after: float,
                      temperature: float, path: Path) -> Path:
     """Reliability diagram: accuracy against confidence per bin (from `calibration.reliability_bins`),
     before and after temperature scaling; the diagonal is perfect calibration."""
-    plt = _pyplot()
+    plt = pyplot()
     edges = np.asarray(before["edges"])
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     fig, ax = plt.subplots(figsize=(5.2, 4.8))
@@ -153,14 +155,14 @@ def plot_reliability(before: dict[str, list], after: dict[str, list], ece_before
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability (test)")
     ax.legend(loc="upper left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_coverage(coverage: np.ndarray, accuracy: np.ndarray, path: Path,
                   chosen: tuple[float, float] | None = None, target_accuracy: float | None = None) -> Path:
     """Accuracy on the accepted clips against the share accepted (most confident first); the chosen
     rejection threshold's test (coverage, accuracy) as a point."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.5))
     ax.plot(coverage, accuracy, color="#2b6cb0", label="test")
     if target_accuracy is not None:
@@ -173,4 +175,4 @@ def plot_coverage(coverage: np.ndarray, accuracy: np.ndarray, path: Path,
     ax.set_ylabel("accuracy on accepted clips")
     ax.set_title("Accuracy vs coverage (test)")
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -119,6 +119,25 @@ class Predictor(FilePredictor):
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(outputs)
 
+    def predict_logits(self, waves: np.ndarray, groups: Groups = None, *, batch_size: int = 256) -> np.ndarray:
+        """waves (N, n_samples) float32 → logits (N, n_classes): the module's forward, before temperature
+        scaling (probabilities = softmax(logits / temperature_)). What calibration is fitted on.
+
+        groups: as for `predict_waves`.
+        """
+        torch = self.torch
+        group_ids = self._group_ids(groups, len(waves))
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, len(waves), batch_size):
+                batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
+                                        device=self.device)
+                batch_groups = None if group_ids is None else group_ids[start:start + batch_size]
+                outputs.append(self.module(batch, batch_groups).float().cpu().numpy())
+        if not outputs:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.concatenate(outputs)
+
     def predict_files(self, paths, top_k: int = 3, chunk_s: float | None = None, hop_s: float | None = None,
                       batch_size: int = 256, groups: Groups = None) -> FilePredictions:
         """groups (personalized runs): one group per path, or one for all; the rows then tell the group

@@ -4,11 +4,14 @@ plots (the evaluation's plots are in `earmark.plots`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from earmark.plots import plot_confusion  # noqa: F401  (moved to earmark.plots; importable here too)
+
+THRESHOLD_IS_A_RECOMMENDATION = (
+    "The threshold is a recommendation: predictions, predictions.csv and every other metric here use the most "
+    "probable class (argmax); the metrics at the chosen threshold are what you would get if you applied it.")
 
 
 def markdown_report(run_name: str, metrics: dict[str, Any], context: dict[str, Any]) -> str:
@@ -28,6 +31,22 @@ def markdown_report(run_name: str, metrics: dict[str, Any], context: dict[str, A
     for key, value in context.items():
         lines.append(f"- {key}: {value}")
     lines.append("")
+    return "\n".join(lines)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
+                   float_format: str = "{:.4f}") -> str:
+    """A markdown table; columns default to the keys of the rows in first-seen order. None is an empty
+    cell, floats use `float_format`, and a `|` inside a cell is escaped."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def cell(value: Any) -> str:
+        text = "" if value is None else float_format.format(value) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(column)) for column in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -88,6 +107,7 @@ def _binary(metrics: dict[str, Any]) -> list[str]:
              f"Positive class `{binary['positive_label']}` ({binary['prevalence']:.1%} of test clips). "
              f"ROC AUC {_number(binary['roc_auc'])}, average precision {_number(binary['average_precision'])}. "
              f"Decision threshold {binary['threshold']:.4f}, {how}.", "",
+             f"{THRESHOLD_IS_A_RECOMMENDATION}", "",
              "| at threshold | accuracy | balanced accuracy | precision | recall | F1 |", "|---|---|---|---|---|---|"]
     for name, row in ((f"{binary['threshold']:.4f} (chosen)", chosen), ("0.5", default)):
         lines.append(f"| {name} | {row['accuracy']:.4f} | {row['balanced_accuracy']:.4f} | {row['precision']:.4f} | "
@@ -155,9 +175,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     if binary:
         chosen = binary["at_threshold"]
         lines.append(f"'{binary['positive_label']}' as positive: ROC AUC {_number(binary['roc_auc'])}, average "
-                     f"precision {_number(binary['average_precision'])}; at threshold {binary['threshold']:.4f} "
-                     f"({binary['threshold_metric'].replace('_', ' ')}): balanced accuracy "
-                     f"{chosen['balanced_accuracy']:.4f}, F1 {chosen['f1']:.4f}")
+                     f"precision {_number(binary['average_precision'])}; if you applied the recommended threshold "
+                     f"{binary['threshold']:.4f} ({binary['threshold_metric'].replace('_', ' ')}; predictions use "
+                     f"argmax): balanced accuracy {chosen['balanced_accuracy']:.4f}, F1 {chosen['f1']:.4f}")
     calibration = metrics.get("calibration")
     if calibration:
         line = (f"calibration: temperature {calibration['temperature']:.3f}, test ECE {calibration['ece_before']:.4f} "
@@ -180,12 +200,11 @@ def plot_augmentations(waves, frontend, augmenter, labels, path: Path, generator
     out, as it blends clips. Standardisation is undone for display, so both columns read in the front-end's
     units (dB for log-mel) and a mask shows as each bin's training mean. A row shares one colour scale.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import torch
 
+    from earmark.plots import pyplot, save_figure
+
+    plt = pyplot()
     device = frontend.mean_.device
     clean_waves = torch.as_tensor(np.asarray(waves, dtype=np.float32), device=device)  # (n, T)
 
@@ -213,10 +232,7 @@ def plot_augmentations(waves, frontend, augmenter, labels, path: Path, generator
         axes[row, 0].set_ylabel(str(label), fontsize=9)
     axes[0, 0].set_title("clean")
     axes[0, 1].set_title("augmented")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_personalization(summary: dict[str, Any], path: Path) -> Path:
@@ -224,11 +240,9 @@ def plot_personalization(summary: dict[str, Any], path: Path) -> Path:
 
     Groups the training split never had are marked "(unseen)": they get the base model unchanged.
     """
-    import matplotlib
+    from earmark.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     per_group = summary["per_group"]
     names = list(per_group)
     before = [per_group[name]["basic_accuracy"] for name in names]
@@ -246,7 +260,4 @@ def plot_personalization(summary: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("test accuracy")
     ax.set_title(f"Accuracy per {summary['group_column']}: before and after personalization")
     ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -98,11 +98,14 @@ def per_group_sections(metrics: Mapping[str, Any], out_dir: Path) -> list[tuple[
 
 
 def binary_section(binary: Mapping[str, Any], out_dir: Path) -> str:
+    from earmark.reports import THRESHOLD_IS_A_RECOMMENDATION
+
     rows = [{"quantity": key, "value": value} for key, value in _scalars(binary).items()]
     fragment = html_table(rows)
     at_threshold = binary.get("at_threshold")
     if isinstance(at_threshold, Mapping) and at_threshold:
-        fragment += "<h3>At the chosen threshold</h3>" + html_table([_scalars(at_threshold)])
+        fragment += (f'<p class="note">{html.escape(THRESHOLD_IS_A_RECOMMENDATION)}</p>'
+                     "<h3>At the chosen threshold (if applied)</h3>" + html_table([_scalars(at_threshold)]))
     return fragment + html_image(out_dir / "roc.png", "ROC curve") + html_image(out_dir / "pr.png",
                                                                                 "precision-recall curve")
 

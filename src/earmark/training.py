@@ -267,22 +267,37 @@ class AudioClassifier(L.LightningModule):
                 self.epoch_metrics.state[stage] = {name: value[rank].clone() for name, value in saved.items()}
 
 
+def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `<name>.tmp` beside `path`, fsync, then rename over it: a killed process never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".tmp")
+    with open(partial, "wb") as handle:
+        torch.save(checkpoint, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], AudioClassifier]:
+    """(the checkpoint dict, the module it holds) on the CPU from one read of the file: what
+    `AudioClassifier.load_from_checkpoint` builds, for callers that also write the checkpoint back."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    module = AudioClassifier(**checkpoint["hyper_parameters"])
+    module.on_load_checkpoint(checkpoint)  # no trainer: only fills buffers older checkpoints lack
+    module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint, module
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes `<name>.tmp` beside the target, fsyncs, then renames: a killed run never leaves half a file.
+    """Saves with `save_checkpoint_atomically`.
 
     (Lightning's own writer goes through an fsspec transaction whose temporary file lives in the system
     temp folder, so its final move is a copy, not a rename, when that is another file system.)
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".tmp")
-        with open(partial, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
+        save_checkpoint_atomically(checkpoint, path)
 
 
 class LossHistory(L.Callback):

@@ -4,7 +4,8 @@ Layout of a tune folder, `runs_dir / <name>-tune`:
 
     config.yaml, space.yaml   the base config and the search space (what `--resume` reuses)
     study.db                  the Optuna study (SQLite): `--resume` continues it
-    trial-NNN/                every trial's ordinary run directory (pruned ones stop early, without metrics.json)
+    trial-NNN/                every trial's run directory, calibrated but not evaluated on the test split
+                              (metrics.json: epochs and timing; pruned ones stop early, without metrics.json)
     trials.csv, optimization_history.png, best_config.yaml, tune_summary.json, tune_report.md/.html
 
 The objective is the best value of the monitored *validation* metric (`train.monitor`) over a
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import lightning as L
 import yaml
 
 from earmark.config import Config
@@ -111,22 +111,31 @@ def _parse_param(key: str, spec: Any, origin: str) -> SearchParam:
 
 
 def load_space(path: Path, base: Config) -> list[SearchParam]:
-    """Read and validate a space file: YAML shape, ranges, and that every candidate value makes a
-    valid config (unknown keys, types, bounds and model parameters are named with the file)."""
+    """Read and validate a space file (see `space_params`)."""
+    return space_params(read_space_file(path), path, base)
+
+
+def read_space_file(path: Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise EarmarkError(f"search space file not found: {path}")
+    return path.read_text()
+
+
+def space_params(text: str, origin: Path, base: Config) -> list[SearchParam]:
+    """The space from a space file's text: YAML shape, ranges, and that every candidate value makes a
+    valid config (unknown keys, types, bounds and model parameters are named with `origin`, the file)."""
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
-    params = parse_space(tree, str(path))
+        raise EarmarkError(f"{origin} is not valid YAML: {exc}") from None
+    params = parse_space(tree, str(origin))
     for param in params:
         for value in param.candidates():
             try:
                 trial_config(base, {param.key: value})
             except EarmarkError as exc:
-                raise EarmarkError(f"{path}: {exc}") from None
+                raise EarmarkError(f"{origin}: {exc}") from None
     return params
 
 
@@ -160,32 +169,37 @@ def direction_of(monitor: str) -> str:
     return "minimize" if monitor.endswith("loss") else "maximize"
 
 
-class PruningCallback(L.Callback):
-    """Reports the monitored validation metric to the Optuna trial after every validation epoch and
-    stops the fit with `optuna.TrialPruned` when the pruner says the trial is not worth finishing.
+def pruning_callback(trial, monitor: str):
+    """A Lightning callback that reports the monitored validation metric to the Optuna trial after every
+    validation epoch and stops the fit with `optuna.TrialPruned` when the pruner says the trial is not
+    worth finishing. Its `values` keep every reported value; `best(direction)` is the trial's objective.
 
-    `values` keeps every reported value; the trial's objective is their best.
+    (Built here so that importing this module does not import Lightning.)
     """
+    import lightning as L
 
-    def __init__(self, trial, monitor: str) -> None:
-        self.trial = trial
-        self.monitor = monitor
-        self.values: list[float] = []
+    class PruningCallback(L.Callback):
+        def __init__(self) -> None:
+            self.trial = trial
+            self.monitor = monitor
+            self.values: list[float] = []
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import optuna
+        def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            import optuna
 
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics[self.monitor])
-        self.values.append(value)
-        epoch = int(trainer.current_epoch)
-        self.trial.report(value, step=epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {epoch} ({self.monitor} {value:.4f})")
+            if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+                return
+            value = float(trainer.callback_metrics[self.monitor])
+            self.values.append(value)
+            epoch = int(trainer.current_epoch)
+            self.trial.report(value, step=epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} ({self.monitor} {value:.4f})")
 
-    def best(self, direction: str) -> float:
-        if not self.values:
-            raise EarmarkError(f"the trial reported no {self.monitor}: tuning needs a validation split "
-                               "(split.val_fraction > 0, or a val split in the data)")
-        return min(self.values) if direction == "minimize" else max(self.values)
+        def best(self, direction: str) -> float:
+            if not self.values:
+                raise EarmarkError(f"the trial reported no {self.monitor}: tuning needs a validation split "
+                                   "(split.val_fraction > 0, or a val split in the data)")
+            return min(self.values) if direction == "minimize" else max(self.values)
+
+    return PruningCallback()

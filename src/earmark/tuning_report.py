@@ -16,12 +16,9 @@ MARKDOWN_FILE, HTML_FILE = "tune_report.md", "tune_report.html"
 def plot_history(table: pd.DataFrame, monitor: str, direction: str, path: Path) -> Path:
     """Each finished trial's objective (dots), pruned trials at their last reported value (grey x),
     and the best value so far (a step line)."""
-    import matplotlib
+    from earmark.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.0))
+    fig, ax = pyplot().subplots(figsize=(7.0, 4.0))
     complete = table[table["state"] == "COMPLETE"].sort_values("number")
     if len(complete):
         values = complete["value"].to_numpy(dtype=float)
@@ -39,10 +36,7 @@ def plot_history(table: pd.DataFrame, monitor: str, direction: str, path: Path) 
     ax.set_title(f"Optimisation history ({direction} validation {monitor})")
     if len(complete) or len(pruned):
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_tune_reports(tune_dir: Path, summary: dict[str, Any], table: pd.DataFrame, config: Config) -> None:
@@ -57,20 +51,17 @@ def _display_rows(table: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def markdown_tune_report(name: str, summary: dict[str, Any], table: pd.DataFrame) -> str:
+    from earmark.reports import markdown_table
+
+    best = [{"parameter": key, "best value": value} for key, value in summary["best_params"].items()]
     lines = [f"# earmark hyper-parameter search `{name}`", "",
              f"Objective: {summary['objective']}.", "",
              f"Best: trial {summary['best_trial']}, validation {summary['monitor']} {summary['best_value']:.4f}, "
              f"run `{summary['best_run_dir']}`; `earmark train best_config.yaml` reproduces it.", "",
-             "| parameter | best value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in summary["best_params"].items()]
-    rows = _display_rows(table)
-    columns = list(rows[0]) if rows else []
-    lines += ["", "## Trials", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        lines.append("| " + " | ".join("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-                                       for v in row.values()) + " |")
-    lines += ["", "![optimisation history](optimization_history.png)", "",
-              f"{sum(summary['n_trials'].values())} trial(s) in {summary['seconds']:.1f} s this session.", ""]
+             markdown_table(best, ["parameter", "best value"], float_format="{}"), "", "## Trials", "",
+             markdown_table(_display_rows(table), float_format="{:.4g}"), "",
+             "![optimisation history](optimization_history.png)", "",
+             f"{sum(summary['n_trials'].values())} trial(s) in {summary['seconds']:.1f} s this session.", ""]
     return "\n".join(lines)
 
 

@@ -12,9 +12,10 @@ from typing import Any, Callable, Optional, Union
 import pandas as pd
 import yaml
 
-from earmark.config import Config, load_config, new_output_dir
+from earmark.config import Config, config_changes, describe_changes, load_config, new_output_dir
 from earmark.errors import EarmarkError
-from earmark.tuning import PruningCallback, SearchParam, direction_of, load_space, touches_data, trial_config
+from earmark.tuning import (SearchParam, direction_of, pruning_callback, read_space_file, space_params, touches_data,
+                            trial_config)
 
 STUDY_NAME = "earmark"
 CONFIG_FILE, SPACE_FILE, STUDY_FILE = "config.yaml", "space.yaml", "study.db"
@@ -37,11 +38,12 @@ class TuneResult:
 def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, seed: Optional[int] = None,
               timeout_s: Optional[float] = None, resume: Optional[Path] = None,
               pruner: Union[str, Any] = "median", startup_trials: int = 5, keep: str = "all",
-              log: Callable[[str], None] = lambda text: None) -> TuneResult:
+              evaluate_trials: bool = False, log: Callable[[str], None] = lambda text: None) -> TuneResult:
     """Search until the study holds `trials` finished trials (or `timeout_s` passed), then write
     trials.csv, the history plot, best_config.yaml and the summary. `resume`: an earlier tune folder,
     whose config and space are used when none are given (given ones must be the same). keep: "all"
-    trial run folders, or only the "best" one."""
+    trial run folders, or only the "best" one. evaluate_trials: also evaluate each trial on the test
+    split (metrics.json, plots, report.html); the search never uses it, so by default it is skipped."""
     import optuna
 
     from earmark import api
@@ -54,12 +56,13 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
     if resume is not None:
         tune_dir = Path(resume)
         config, space_text = _resumed_inputs(tune_dir, config, space)
+        space_origin = tune_dir / SPACE_FILE
     else:
         if config is None or space is None:
             raise EarmarkError("tuning needs a config and a search space (--space space.yaml), or --resume")
-        space_text = Path(space).read_text() if Path(space).is_file() else None
-        tune_dir = None
-    params = load_space(space if resume is None else tune_dir / SPACE_FILE, config)
+        tune_dir, space_origin = None, Path(space)
+        space_text = read_space_file(space_origin)
+    params = space_params(space_text, space_origin, config)
     monitor, direction = config.train.monitor, direction_of(config.train.monitor)
     prepared = None if touches_data(params) else api.prepare(config, progress=config.train.progress)
     if prepared is not None and not len(prepared.rows("val")):
@@ -82,7 +85,7 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
         remaining = trials - existing
         log(f"tuning {', '.join(p.key for p in params)}: {max(0, remaining)} trial(s) to run ({existing} done), "
             f"objective: {direction} validation {monitor}; folder {tune_dir}")
-        objective = _objective(api, config, params, tune_dir, prepared, monitor, direction, log)
+        objective = _objective(api, config, params, tune_dir, prepared, monitor, direction, evaluate_trials, log)
         if remaining > 0:
             study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(EarmarkError,),
                            callbacks=[_progress(log, monitor)])
@@ -95,17 +98,17 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
 
 
 def _objective(api, config: Config, params: list[SearchParam], tune_dir: Path, prepared, monitor: str,
-               direction: str, log: Callable[[str], None]):
+               direction: str, evaluate_trials: bool, log: Callable[[str], None]):
     def objective(trial) -> float:
         values = {param.key: param.suggest(trial) for param in params}
         name = f"trial-{trial.number:03d}"
         log(f"{name}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
-        callback = PruningCallback(trial, monitor)
+        callback = pruning_callback(trial, monitor)
         trial.set_user_attr("run_dir", str(tune_dir / name))
         trial.set_user_attr("values", values)
         try:
             result = api.train(trial_config(config, values, tune_dir, name), prepared=prepared,
-                               extra_callbacks=[callback])
+                               extra_callbacks=[callback], evaluate_test=evaluate_trials)
             trial.set_user_attr("run_dir", str(result.run_dir))
             return callback.best(direction)
         except EarmarkError as exc:
@@ -148,19 +151,17 @@ def _finished(study) -> int:
 
 
 def _resumed_inputs(tune_dir: Path, config: Optional[Config], space: Optional[Path]) -> tuple[Config, str]:
-    from earmark.api import _flat_config
-
     for name in (CONFIG_FILE, SPACE_FILE, STUDY_FILE):
         if not (tune_dir / name).is_file():
             raise EarmarkError(f"cannot resume {tune_dir}: it is not a tune folder (no {name}); give "
                                "runs/<name>-tune of an earlier `earmark tune`")
     saved = load_config(tune_dir / CONFIG_FILE)
-    if config is not None and _flat_config(config) != _flat_config(saved):
-        changed = sorted(k for k, v in _flat_config(config).items() if _flat_config(saved).get(k) != v)
+    changes = config_changes(saved, config) if config is not None else {}
+    if changes:
         raise EarmarkError(f"cannot resume {tune_dir}: the config differs from its {CONFIG_FILE} in "
-                           f"{', '.join(changed[:5])}; resume with the same config (or none)")
+                           f"{describe_changes(changes)}; resume with the same config (or none)")
     saved_space = (tune_dir / SPACE_FILE).read_text()
-    if space is not None and yaml.safe_load(Path(space).read_text()) != yaml.safe_load(saved_space):
+    if space is not None and yaml.safe_load(read_space_file(space)) != yaml.safe_load(saved_space):
         raise EarmarkError(f"cannot resume {tune_dir}: {space} differs from its {SPACE_FILE}; a study keeps one "
                            "search space (resume without --space, or start a new search)")
     return saved, saved_space
