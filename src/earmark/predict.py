@@ -106,18 +106,7 @@ class Predictor(FilePredictor):
 
         groups: for a personalized run, a group name per wave (None: unknown) or one name for all.
         """
-        torch = self.torch
-        group_ids = self._group_ids(groups, len(waves))
-        outputs = []
-        with torch.inference_mode():
-            for start in range(0, len(waves), batch_size):
-                batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
-                                        device=self.device)
-                batch_groups = None if group_ids is None else group_ids[start:start + batch_size]
-                outputs.append(self.module.predict_probabilities(batch, batch_groups).float().cpu().numpy())
-        if not outputs:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return np.concatenate(outputs)
+        return self._in_batches(self.module.predict_probabilities, waves, groups, batch_size)
 
     def predict_logits(self, waves: np.ndarray, groups: Groups = None, *, batch_size: int = 256) -> np.ndarray:
         """waves (N, n_samples) float32 → logits (N, n_classes): the module's forward, before temperature
@@ -125,6 +114,10 @@ class Predictor(FilePredictor):
 
         groups: as for `predict_waves`.
         """
+        return self._in_batches(self.module, waves, groups, batch_size)
+
+    def _in_batches(self, forward, waves: np.ndarray, groups: Groups, batch_size: int) -> np.ndarray:
+        """forward(batch (b, n_samples), groups (b,) or None) → (b, C), over `waves` `batch_size` at a time."""
         torch = self.torch
         group_ids = self._group_ids(groups, len(waves))
         outputs = []
@@ -133,7 +126,7 @@ class Predictor(FilePredictor):
                 batch = torch.as_tensor(np.asarray(waves[start:start + batch_size], dtype=np.float32),
                                         device=self.device)
                 batch_groups = None if group_ids is None else group_ids[start:start + batch_size]
-                outputs.append(self.module(batch, batch_groups).float().cpu().numpy())
+                outputs.append(forward(batch, batch_groups).float().cpu().numpy())
         if not outputs:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return np.concatenate(outputs)
