@@ -136,3 +136,25 @@ def test_bad_files_are_reported_and_foreign_models_refused(onnx_model, tone_file
     done = run_without_torch("predict", garbage, tone_files)
     assert done.returncode == 2 and "error: onnxruntime cannot load" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_files_share_model_calls_batch_size_at_a_time(onnx_model, tmp_path):
+    from earmark.onnx_predict import OnnxPredictor
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    labels = ["low", "mid", "high", "low", "high"]
+    for index, label in enumerate(labels):
+        sf.write(folder / f"{index}.wav", tone_clip(TONES_HZ[label], RATE_HZ, 0.4 + 0.05 * index, 50 + index), RATE_HZ)
+    (folder / "2b.wav").write_bytes(b"not audio")  # a bad file in the middle changes nothing
+    predictor = OnnxPredictor(onnx_model)
+    calls = []
+    real = predictor.predict_waves
+    predictor.predict_waves = lambda waves, *args, **kwargs: calls.append(len(waves)) or real(waves, *args, **kwargs)
+    batched = predictor.predict_files(sorted(folder.glob("*.wav")), batch_size=2)
+    assert calls == [2, 2, 1]  # 5 decodable files, 2 per model call
+    calls.clear()
+    one_by_one = predictor.predict_files(sorted(folder.glob("*.wav")), batch_size=1)
+    assert calls == [1] * 5
+    pd.testing.assert_frame_equal(batched.files, one_by_one.files, atol=1e-5)
+    assert list(batched.files["label"]) == labels and list(batched.bad_files["path"]) == [str(folder / "2b.wav")]
