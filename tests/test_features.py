@@ -297,3 +297,22 @@ def test_top_db_floors_each_clip_below_its_own_peak():
     keep = with_floor > with_floor.min() + 1e-3  # above the floor nothing changes
     assert keep.mean() > 0.05
     assert np.allclose(with_floor[keep], without[keep], atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["log_mel", "mfcc"])
+def test_clip_mean_norm_removes_a_recordings_fixed_gain_and_colouring(kind):
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t * (1 + t)) + rng.normal(0, 0.01, len(t))).astype(np.float32)
+    coloured = np.convolve(wave, [1.0, 0.6], mode="same").astype(np.float32)  # a fixed filter: a mic's colouring
+    config = dict(kind=kind, normalize=False, top_db=None)
+    plain = build_frontend(FeaturesConfig(**config), 16000)
+    normed = build_frontend(FeaturesConfig(**config, clip_mean_norm=True), 16000)
+    waves = torch.from_numpy(np.stack([wave, 2.0 * wave, coloured]))
+    with torch.no_grad():
+        raw, out = plain(waves), normed(waves)
+    assert torch.allclose(out.mean(dim=-1), torch.zeros(()), atol=1e-3)  # every bin centred on the clip
+    assert (raw[1] - raw[0]).abs().mean() > 1.0  # +6 dB moves the plain features...
+    torch.testing.assert_close(out[1], out[0], atol=1e-3, rtol=0)  # ...and not the normalised ones
+    # a filter is a fixed offset per frequency: mostly gone after normalisation
+    assert (out[2] - out[0]).abs().mean() < 0.25 * (raw[2] - raw[0]).abs().mean()

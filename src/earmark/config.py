@@ -97,6 +97,8 @@ class FeaturesConfig(Section):
     n_mfcc: int = Field(20, ge=1, le=256)
     top_db: Optional[float] = Field(80.0, gt=0, description="floor each clip's log-mel this far below its peak (None: no floor)")
     normalize: bool = Field(True, description="standardise each feature bin with mean_/std_ fitted on the training split")
+    clip_mean_norm: bool = Field(False, description="subtract each bin's mean over the clip's frames first (cepstral "
+                                 "mean normalisation): removes a recording's fixed colouring (microphone, room, voice)")
     stack_augmented: bool = Field(False, description="2-channel input: the clean and the augmented view of each clip")
 
     @model_validator(mode="after")

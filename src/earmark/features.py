@@ -195,12 +195,13 @@ class FrontEnd(nn.Module):
     """
 
     def __init__(self, transform: nn.Module, sample_rate_hz: int, normalize: bool = True,
-                 config: Optional[dict] = None):
+                 config: Optional[dict] = None, clip_mean_norm: bool = False):
         super().__init__()
         self.transform = transform
         self.kind: str = transform.kind
         self.sample_rate_hz = sample_rate_hz
         self.normalize = normalize
+        self.clip_mean_norm = clip_mean_norm and transform.kind != "waveform"
         self.config = dict(config or {})
         # (1, 1, n_bins, 1) for spectra, (1, 1, 1) for waveforms: every dim but the bins broadcasts
         stats_shape = (1,) + transform.output_shape(sample_rate_hz)[:-1] + (1,)
@@ -213,7 +214,10 @@ class FrontEnd(nn.Module):
         if wave.dim() != 2:
             raise ValueError(f"the front-end takes mono waveforms shaped (batch, samples); got {tuple(wave.shape)}")
         with true_float32(wave.device):
-            return self.transform(wave.float())
+            features = self.transform(wave.float())  # (B, 1, n_bins, frames) or (B, 1, T)
+            if self.clip_mean_norm:  # each bin's mean over this clip's frames: the recording's fixed colouring
+                features = features - features.mean(dim=-1, keepdim=True)
+            return features
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         features = self.raw_features(wave)
@@ -286,4 +290,4 @@ def build_frontend(features: FeaturesConfig, sample_rate_hz: int) -> FrontEnd:
         warnings.warn(
             f"features.n_mels={features.n_mels} with features.n_fft={features.n_fft} leaves {empty} mel bands "
             f"without any FFT bin (constant -100 dB); lower features.n_mels or raise features.n_fft", stacklevel=2)
-    return FrontEnd(transform, sample_rate_hz, features.normalize, config)
+    return FrontEnd(transform, sample_rate_hz, features.normalize, config, features.clip_mean_norm)
