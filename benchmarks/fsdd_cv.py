@@ -5,8 +5,11 @@ the spread over folds shows how much the score depends on who is speaking. The s
 
     earmark cv data.source=fsdd data.path=PATH --folds 6 --group-by speaker [key=value ...]
 
-    python benchmarks/fsdd_cv.py [--data PATH] [--folds 6] [--keep DIR] [key=value ...]
-    (e.g. `fsdd_cv.py train.max_epochs=1` for a quick check)
+    python benchmarks/fsdd_cv.py [--data PATH] [--folds 6] [--recipe speaker_robust|defaults] [--keep DIR]
+                                 [key=value ...]      (e.g. `fsdd_cv.py train.max_epochs=1` for a quick check)
+
+--recipe speaker_robust (the default) is the best recipe found for unseen speakers; `defaults` runs
+earmark's library defaults. Overrides given after it win.
 
 The majority-class baseline of each fold's test split is printed beside the model as the reference.
 """
@@ -25,12 +28,22 @@ from earmark import api
 from earmark.config import load_config
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
+RECIPES = {
+    # FSDD is recorded at 8 kHz (16 kHz only doubles the work); per-clip mean normalisation removes each
+    # speaker's and microphone's fixed colouring; speed, noise and SpecAugment vary the rest. No validation
+    # split: a speaker carved out for it would be a fifth of the training voices (see the README).
+    "speaker_robust": ["data.sample_rate_hz=8000", "features.clip_mean_norm=true", "augment.speed=[0.9,1.1]",
+                       "augment.freq_masks=2", "augment.time_masks=2", "augment.noise_snr_db=[10,40]",
+                       "split.val_fraction=0"],
+    "defaults": [],
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=6)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="speaker_robust")
     parser.add_argument("--keep", type=Path, default=None, help="write runs and cache here (default: a temp folder)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. train.max_epochs=10")
     args = parser.parse_args(argv)
@@ -42,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         workspace = args.keep or Path(scratch)
         overrides = ["data.source=fsdd", f"data.path={args.data}", f"workspace={workspace}",
                      f"data.cache_dir={workspace}/cache", f"runs_dir={workspace}/runs", "name=fsdd-speaker",
-                     "train.progress=false", *args.overrides]
+                     "train.progress=false", *RECIPES[args.recipe], *args.overrides]
         started = time.perf_counter()
         result = api.cv(load_config(overrides=overrides), folds=args.folds, group_by="speaker",
                         log=lambda line: print(line, flush=True))
