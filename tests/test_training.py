@@ -175,6 +175,15 @@ def test_checkpoints_best_last_k_epochs_steps_and_accumulation(tone_config):
     assert last["epoch"] == 3
 
 
+def test_without_a_validation_split_best_checkpoint_follows_train_loss(tone_config):
+    result = api.train(tone_config, ["train.max_epochs=2", "split.val_fraction=0"])
+    best = torch.load(result.run_dir / "checkpoints" / "best.ckpt", weights_only=False, map_location="cpu")
+    monitors = {state["monitor"] for key, state in best["callbacks"].items() if key.startswith("ModelCheckpoint")}
+    assert "train_loss" in monitors and not any(str(monitor).startswith("val") for monitor in monitors), monitors
+    calibration = json.loads((result.run_dir / "calibration.json").read_text())
+    assert not calibration["fitted"] and "no validation split" in calibration["reason"]
+
+
 def test_same_seed_same_metrics_and_streaming_matches_device_resident(tone_config):
     common = ["train.max_epochs=3", "train.deterministic=true", "augment.freq_masks=1", "augment.mixup_alpha=0.4"]
     first = api.train(tone_config, common + ["name=first"])

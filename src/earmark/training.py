@@ -390,7 +390,7 @@ def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, st
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=not overfit,
         overfit_batches=1 if overfit else 0.0,
-        limit_val_batches=0 if overfit else None,
+        limit_val_batches=0 if overfit or not has_validation else None,  # no empty val loop
         use_distributed_sampler=False,  # the batch loaders shard per rank themselves
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
