@@ -154,8 +154,10 @@ def test_refuses_runs_scored_on_different_test_sets(tmp_path):
 
 
 def earmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The CLI with stdout a pipe and no COLUMNS, as in a log file."""
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
     return subprocess.run([sys.executable, "-m", "earmark", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "200"})
+                          timeout=600, env=env)
 
 
 def test_compare_command_end_to_end_on_two_real_runs(tmp_path):
@@ -166,6 +168,7 @@ def test_compare_command_end_to_end_on_two_real_runs(tmp_path):
     result = earmark("compare", str(basic), str(longer), "--out", str(tmp_path / "cmp"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "McNemar p" in result.stdout and "two-epochs" in result.stdout and "compare.html" in result.stdout
+    assert "Δ accuracy vs one-epoch (95% CI)" in result.stdout  # piped: the table is not squashed to 80 columns
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert saved["n_clips"] == json.loads((basic / "metrics.json").read_text())["n_clips"]
     assert [row["run"] for row in saved["runs"]] == ["one-epoch", "two-epochs"]
