@@ -175,12 +175,16 @@ def earmark(*args: str, cwd: Path, prelude: str = "") -> subprocess.CompletedPro
 
 def test_cli_fetch_reports_failures_and_the_next_step(server, tmp_path):
     sources = tmp_path / "S.csv"
-    sources.write_text(f"url,label\n{server.url('/audio/low.wav')},low\n{server.url('/nope.wav')},high\n")
+    sources.write_text(f"url,label\n{server.url('/audio/low.wav')},low\n{server.url('/nope.wav')},high\n"
+                       f"{server.url('/archives/mid.zip')},mid\n{server.url('/archives/evil.zip')},evil\n")
     run = earmark("fetch", str(sources), "--to", str(tmp_path / "data"), "--rate-hz", "8000", "--clip-s", "1",
                   "--retries", "0", cwd=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
-    assert "1 of 2 sources fetched" in run.stdout and "2 clips" in run.stdout
+    # low.wav: 2 clips; mid.zip: two files shorter than a clip, one clip each (prepare pads them)
+    assert "2 of 4 sources fetched completely" in run.stdout and "4 clips" in run.stdout
+    assert "line 4: 2 clip(s), 1.1 s of 'mid'" in run.stdout
     assert "failed line 3" in run.stdout and "HTTP 404" in run.stdout
+    assert f"line 5: failed: {server.url('/archives/evil.zip')}: archive" in run.stdout and "outside" in run.stdout
     assert "next: earmark prepare data.source=csv" in run.stdout
     with open(tmp_path / "data" / "fetch_failures.csv") as handle:
         assert list(csv.reader(handle))[1][:2] == ["3", server.url("/nope.wav")]

@@ -133,5 +133,9 @@ def test_clip_bounds_cut_segments_and_keep_a_long_enough_tail():
     assert clip_bounds(240, rate, None, None, 1.0) == [(0, 100), (100, 200)]
     with pytest.raises(FetchError, match="past the end"):
         clip_bounds(1000, rate, 10.0, None, None)
-    with pytest.raises(FetchError, match="shorter than half"):
-        clip_bounds(1000, rate, 0.0, 0.3, 1.0)
+    # a segment no longer than a clip is one clip of its own length (prepare pads it), like data.clip: chunk
+    assert clip_bounds(1000, rate, 0.0, 0.3, 1.0) == [(0, 30)]
+    assert clip_bounds(40, rate, None, None, 1.0) == [(0, 40)]
+    assert clip_bounds(100, rate, None, None, 1.0) == [(0, 100)]
+    with pytest.raises(FetchError, match="holds no audio"):
+        clip_bounds(1000, rate, 3.0, 2.0, 1.0)

@@ -469,7 +469,7 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
         console.print(f"{result.root}: {state}")
     else:
         console.print(f"{result.n_sources - len({f.line for f in result.failures})} of {result.n_sources} sources "
-                      f"fetched ({result.n_downloaded} downloaded now, {result.n_reused} already there): "
+                      f"fetched completely ({result.n_downloaded} downloaded now, {result.n_reused} already there): "
                       f"{result.n_clips} clips, {result.audio_s:.1f} s of audio, listed in {result.metadata}")
     console.print("next: earmark prepare " + " ".join(result.overrides))
     if result.failures:
@@ -477,7 +477,8 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
             console.print(f"[bold red]failed[/] line {failure.line}: {escape(failure.source)}: "
                           f"{escape(failure.reason)}", highlight=False)
         console.print(f"{len(result.failures)} failure(s) listed in {result.failures_file}; run the same command "
-                      f"again to retry them (finished items are skipped)")
+                      f"again to retry them (finished items are skipped); a source refused for what it holds "
+                      f"fails the same way until its row is fixed or removed")
         raise typer.Exit(1)
 
 

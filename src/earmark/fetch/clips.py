@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from earmark.data.audio import MIN_PARTIAL_FRACTION, SUPPORTED_FORMATS, AudioError, decode, extension, resample, to_mono
+from earmark.data.audio import SUPPORTED_FORMATS, AudioError, chunk_starts, decode, extension, resample, to_mono
 from earmark.errors import EarmarkError
 from earmark.fetch.report import FetchError
 from earmark.files import atomic_write_bytes
@@ -67,22 +67,21 @@ def clip_bounds(n_samples: int, rate_hz: int, start_s: Optional[float], end_s: O
                 clip_s: Optional[float]) -> list[tuple[int, int]]:
     """Sample ranges `[(first, stop), ...]` of the segment start_s..end_s, cut into clip_s clips.
 
-    A final partial clip is kept when it holds at least MIN_PARTIAL_FRACTION of a clip (as
-    `data.clip: chunk` does); an end past the audio is clipped to the audio.
+    The rule of `data.clip: chunk`: a segment no longer than one clip is one (shorter) clip, which
+    `earmark prepare` pads; of a longer segment, a final partial clip is kept when it holds at least
+    half a clip (MIN_PARTIAL_FRACTION). An end past the audio is clipped to the audio.
     """
     first = int(round((start_s or 0.0) * rate_hz))
     stop = n_samples if end_s is None else min(n_samples, int(round(end_s * rate_hz)))
     if first >= n_samples:
         raise FetchError(f"start_s {start_s:g} is past the end of the audio ({n_samples / rate_hz:.2f} s)")
+    if first >= stop:
+        raise FetchError(f"the segment {start_s or 0:g}–{end_s:g} s holds no audio")
     if clip_s is None:
         return [(first, stop)]
     clip_samples = max(1, int(round(clip_s * rate_hz)))
-    bounds = [(a, min(a + clip_samples, stop)) for a in range(first, stop, clip_samples)]
-    bounds = [(a, b) for a, b in bounds if b - a >= MIN_PARTIAL_FRACTION * clip_samples]
-    if not bounds:
-        raise FetchError(f"the audio segment ({(stop - first) / rate_hz:.2f} s) is shorter than half of "
-                         f"--clip-s {clip_s:g}")
-    return bounds
+    return [(first + int(start), min(first + int(start) + clip_samples, stop))
+            for start in chunk_starts(stop - first, clip_samples, clip_samples)]
 
 
 def write_wav(path: Path, wave: np.ndarray, rate_hz: int) -> bool:

@@ -64,13 +64,12 @@ def fetch_sources(sources_file: Path, to: Path, settings: ClipSettings, options:
             result.failures.append(Failure(row.line, row.url, exc.reason))
             say(f"line {row.line}: failed: {row.url}: {exc.reason}")
             continue
+        n_failed_before = len(result.failures)
         row_records = _clips_for_row(row, payloads, to, settings, state, limits, result.failures)
         records += row_records
         result.n_reused += seen_before
         result.n_downloaded += not seen_before
-        seconds = sum(r["source_end_s"] - r["source_start_s"] for r in row_records)
-        say(f"line {row.line}: {len(row_records)} clip(s), {seconds:.1f} s of '{row.label}' from {row.url}"
-            + (" (already downloaded)" if seen_before else ""))
+        say(_row_outcome(row, row_records, result.failures[n_failed_before:], seen_before))
     _write_metadata(to / METADATA_FILE, records)
     write_failures(to / FAILURES_FILE, result.failures)
     result.n_clips = len(records)
@@ -80,6 +79,17 @@ def fetch_sources(sources_file: Path, to: Path, settings: ClipSettings, options:
         raise EarmarkError(f"cannot reach {', '.join(hosts)}: no network? nothing was fetched; connect (or set "
                            f"HTTPS_PROXY) and run the same command again")
     return result
+
+
+def _row_outcome(row: SourceRow, records: list[dict], failures: list[Failure], seen_before: bool) -> str:
+    """One line per row: its clips, or why it gave none; files of it that failed are counted."""
+    if not records and failures:
+        more = f" (and {len(failures) - 1} more file(s))" if len(failures) > 1 else ""
+        return f"line {row.line}: failed: {row.url}: {failures[0].reason}{more}"
+    seconds = sum(r["source_end_s"] - r["source_start_s"] for r in records)
+    text = f"line {row.line}: {len(records)} clip(s), {seconds:.1f} s of '{row.label}' from {row.url}"
+    text += " (already downloaded)" if seen_before else ""
+    return text + (f"; {len(failures)} file(s) of it failed" if failures else "")
 
 
 def _open_state(to: Path, settings: ClipSettings) -> DownloadState:
