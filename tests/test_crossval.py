@@ -157,6 +157,9 @@ def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypa
     assert calls == [result.cv_dir / "fold-2"]  # only the unfinished fold ran, from its checkpoint
     assert (result.cv_dir / "fold-2" / "metrics.json").is_file()
     assert [r["reused"] for r in resumed.summary["per_fold"]] == [True, False, True]
+    assert [r["resumed"] for r in resumed.summary["per_fold"]] == [False, True, False]
+    report = (result.cv_dir / "cv_report.md").read_text()  # the timing says which folds ran before
+    assert "fold(s) 1, 3 kept from before" in report and "fold(s) 2 resumed from a checkpoint" in report
     assert resumed.summary["decoded"]["n_decoded"] == 0
     for before, after in zip(result.summary["per_fold"], resumed.summary["per_fold"]):
         assert before["accuracy"] == pytest.approx(after["accuracy"])

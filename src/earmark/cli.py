@@ -353,7 +353,7 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
     from rich.table import Table
 
     from earmark import api
-    from earmark.crossval_report import fold_table_rows, headline
+    from earmark.crossval_report import fold_table_rows, headline, timing_text
 
     config, overrides = _split_config_args(args)
     console = _console()
@@ -371,8 +371,8 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
         console.print(f"[bold yellow]warning:[/] {warning}")
     for line in headline(summary):
         console.print(line)
-    console.print(f"{summary['n_folds']} folds in {summary['total_seconds']:.1f} s; report: "
-                  f"{result.cv_dir / 'cv_report.html'}")
+    console.print(f"{summary['n_folds']} folds. {timing_text(summary)}; report: {result.cv_dir / 'cv_report.html'}",
+                  markup=False)
 
 
 @app.command()

@@ -126,7 +126,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
             + (f"; held out: {_shorten(held_out)}" if held_out else ""))
         run_dir = cv_dir / folder
         fold_started = time.perf_counter()
-        metrics, reused = _train_fold(api, fold_config, prepared, run_dir, strict)
+        metrics, how = _train_fold(api, fold_config, prepared, run_dir, strict)
+        reused = how == "kept"
         log(f"{prefix}: " + ("finished earlier, kept; " if reused else "")
             + f"accuracy {metrics['accuracy']:.4f}, balanced accuracy {metrics['balanced_accuracy']:.4f}, "
               f"macro F1 {metrics['macro_f1']:.4f} ({time.perf_counter() - fold_started:.1f} s)")
@@ -134,7 +135,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
                      "accuracy": metrics["accuracy"], "balanced_accuracy": metrics["balanced_accuracy"],
                      "macro_f1": metrics["macro_f1"], "epochs": metrics.get("epochs"),
                      "fit_seconds": metrics.get("fit_seconds"), "held_out_groups": held_out,
-                     "warnings": list(metrics.get("warnings", [])), "run_dir": str(run_dir), "reused": reused})
+                     "warnings": list(metrics.get("warnings", [])), "run_dir": str(run_dir), "reused": reused,
+                     "resumed": how == "resumed"})
     summary = write_cv_summary(cv_dir, rows, labels, config, plan.describe(), extra_warnings,
                                total_seconds=time.perf_counter() - started,
                                decoded={"n_decoded": cache.stats.n_decoded, "n_reused": cache.stats.n_reused})
@@ -163,17 +165,18 @@ def _fold_config(config: Config, plan: CVPlan) -> Config:
     return config.model_copy(update={"split": config.split.model_copy(update={"group_by": plan.group_by})})
 
 
-def _train_fold(api, config: Config, prepared, run_dir: Path, strict: bool) -> tuple[dict, bool]:
-    """(metrics, reused): a finished fold's metrics.json is kept; an interrupted one resumes or restarts."""
+def _train_fold(api, config: Config, prepared, run_dir: Path, strict: bool) -> tuple[dict, str]:
+    """(metrics, how): how is "kept" (a finished fold's metrics.json), "resumed" (an interrupted one,
+    from its last.ckpt) or "trained"."""
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file():
-        return json.loads(metrics_path.read_text()), True
+        return json.loads(metrics_path.read_text()), "kept"
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
-        return api.train(resume=run_dir, prepared=prepared, strict=strict).metrics, False
+        return api.train(resume=run_dir, prepared=prepared, strict=strict).metrics, "resumed"
     if run_dir.exists():  # started but never reached a checkpoint: nothing worth keeping
         shutil.rmtree(run_dir)
     fold_config = config.model_copy(update={"runs_dir": run_dir.parent, "name": run_dir.name})
-    return api.train(fold_config, prepared=prepared, strict=strict).metrics, False
+    return api.train(fold_config, prepared=prepared, strict=strict).metrics, "trained"
 
 
 def _held_out_groups(fold_items: pd.DataFrame, group_by: Optional[str]) -> list[str]:

@@ -122,9 +122,23 @@ def markdown_cv_report(name: str, summary: dict[str, Any]) -> str:
     lines += ["", "## Per fold", "", markdown_table(fold_table_rows(summary))]
     lines += ["", f"## Pooled confusion ({summary['pooled']['n_clips']} test clips)", "",
               f"![pooled confusion matrix]({CONFUSION_FILE})", "",
-              f"Total time {summary['total_seconds']:.1f} s (training {summary['fit_seconds']:.1f} s); "
-              f"decoded {summary['decoded']['n_decoded']} file(s), reused {summary['decoded']['n_reused']}.", ""]
+              timing_text(summary) + f"; decoded {summary['decoded']['n_decoded']} file(s), reused "
+              f"{summary['decoded']['n_reused']}.", ""]
     return "\n".join(lines)
+
+
+def timing_text(summary: dict[str, Any]) -> str:
+    """Wall time and training time, saying which folds an earlier, interrupted invocation did."""
+    rows = summary["per_fold"]
+    kept = [row["fold"] for row in rows if row.get("reused")]
+    resumed = [row["fold"] for row in rows if row.get("resumed")]
+    if not kept and not resumed:
+        return f"Total time {summary['total_seconds']:.1f} s (training {summary['fit_seconds']:.1f} s)"
+    parts = ([f"fold(s) {', '.join(kept)} kept from before"] if kept else []) + (
+        [f"fold(s) {', '.join(resumed)} resumed from a checkpoint, their training time counts only the resumed "
+         f"part"] if resumed else [])
+    return (f"Resumed: {'; '.join(parts)}. This invocation took {summary['total_seconds']:.1f} s; training over "
+            f"all folds {summary['fit_seconds']:.1f} s")
 
 
 def html_cv_report(cv_dir: Path, summary: dict[str, Any], config: Config) -> str:
@@ -132,8 +146,8 @@ def html_cv_report(cv_dir: Path, summary: dict[str, Any], config: Config) -> str
 
     means = [{"metric": METRIC_TITLES[m], "mean": summary[m]["mean"], "std (ddof=1)": summary[m]["std"],
               "pooled": summary["pooled"][m]} for m in METRICS]
-    timing = (f"<p>Folds: {html.escape(str(summary['folds']))}. Total time {summary['total_seconds']:.1f} s (training "
-              f"{summary['fit_seconds']:.1f} s); decoded {summary['decoded']['n_decoded']} file(s), reused "
+    timing = (f"<p>Folds: {html.escape(str(summary['folds']))}. {html.escape(timing_text(summary))}; decoded "
+              f"{summary['decoded']['n_decoded']} file(s), reused "
               f"{summary['decoded']['n_reused']} from the cache. Each fold's test split is its held-out fold, "
               f"never seen in training or validation.</p>")
     sections = [("Mean ± standard deviation over folds", timing + html_table(means)),
