@@ -192,14 +192,14 @@ TINY_FAMILIES = {
                  "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4]},
     "ast": {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
     "cnn14": {"width_div": 32},
-    "timm:mobilenetv3_small_050": {},
+    "timm:resnet10t": {},  # torch.export cannot keep its length dynamic: exercises the fixed-length fallback
     "personalized": {"base_params": {"width": 4}},
 }
 
 
 @pytest.mark.parametrize("name", list(TINY_FAMILIES))
-def test_other_families_export_with_parity(name, tmp_path):
-    """Random-weight tiny models of the other families: exported, and equal to PyTorch."""
+def test_other_families_export_with_parity(name, tmp_path, capfd):
+    """Random-weight tiny models of the other families: exported quietly, and equal to PyTorch."""
     from earmark.config import FeaturesConfig, TrainConfig
     from earmark.contract import InputContract
     from earmark.export import export_graph, onnx_metadata, set_metadata
@@ -223,6 +223,8 @@ def test_other_families_export_with_parity(name, tmp_path):
         clip_groups = ["ann", "bob", None, "never-seen"]
     path = tmp_path / "model.onnx"
     how = export_graph(module, path)
+    printed = capfd.readouterr()
+    assert "Error" not in printed.err + printed.out and "Traceback" not in printed.err, printed.err[-2000:]
     set_metadata(path, onnx_metadata(module, name, how))
     reference = Predictor(module).predict_waves(waves, clip_groups)
     exported = OnnxPredictor(path)

@@ -11,11 +11,14 @@ and against PyTorch on real clips; the figures go to `parity.json` beside the mo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -145,7 +148,6 @@ def export_graph(module, path: Path, *, opset: int | None = None, exporter: str 
     clip length fixed, then the legacy TorchScript exporter; a model none of them can export fails
     with an EarmarkError that gives each one's reason.
     """
-    import contextlib
     import io
 
     import torch
@@ -162,7 +164,8 @@ def export_graph(module, path: Path, *, opset: int | None = None, exporter: str 
     reasons = []
     for name, dynamic_length in attempts:
         try:
-            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+                    _logging_silenced():
                 warnings.simplefilter("ignore")
                 _export_once(graph, example, path, name, dynamic_length, opset)
             return {"exporter": name, "dynamic_length": dynamic_length, "opset": _opset_of(path)}
@@ -171,6 +174,18 @@ def export_graph(module, path: Path, *, opset: int | None = None, exporter: str 
                            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
     path.unlink(missing_ok=True)
     raise EarmarkError(f"cannot export model '{module.hparams['model_name']}' to ONNX; " + "; ".join(reasons))
+
+
+@contextlib.contextmanager
+def _logging_silenced() -> Iterator[None]:
+    """No log records while an exporter tries: a failed attempt makes torch log its internal errors
+    (dozens of `torch/_guards.py` lines) before it raises; the reason is reported once, if it matters."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _opset_of(path: Path) -> int:
