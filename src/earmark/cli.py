@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -25,15 +24,13 @@ def _split_config_args(args: list[str] | None) -> tuple[Optional[str], list[str]
     return None, args
 
 
-PIPED_WIDTH = 160  # rich's 80 columns squash the tables of a log or a pipe into truncated names
-
-
 def _console():
-    """stdout's console: the terminal's width, or COLUMNS, or PIPED_WIDTH when stdout is a file or pipe."""
+    """stdout's console: the terminal's width, or COLUMNS, or a wide fixed one when stdout is a file or pipe."""
     from rich.console import Console
 
-    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
-    return Console(stderr=False, width=PIPED_WIDTH if piped else None)
+    from earmark.console import output_width
+
+    return Console(stderr=False, width=output_width())
 
 
 def _print_evaluation(metrics: dict, title: str = "test split") -> None:

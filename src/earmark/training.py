@@ -357,7 +357,10 @@ def build_callbacks(config: Config, run_dir: Path, has_validation: bool) -> list
     if cfg.early_stopping_patience and has_validation:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping_patience))
     if cfg.progress:
-        callbacks.append(RichProgressBar(leave=False))
+        from earmark.console import output_width
+
+        width = output_width()
+        callbacks.append(RichProgressBar(leave=False, console_kwargs={"width": width} if width else None))
     return callbacks
 
 
