@@ -184,6 +184,21 @@ def test_without_a_validation_split_best_checkpoint_follows_train_loss(tone_conf
     assert not calibration["fitted"] and "no validation split" in calibration["reason"]
 
 
+def test_building_a_trainer_logs_lightnings_facts_but_not_its_advertising(tmp_path, caplog):
+    import logging
+
+    from earmark.config import load_config
+    from earmark.training import build_trainer
+
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        build_trainer(load_config(overrides=["train.progress=false"]), tmp_path, has_validation=True)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("GPU available" in message for message in messages), messages
+    assert not any("litlogger" in message for message in messages), messages
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not rank_zero.filters  # the filter was only there while the Trainer was built
+
+
 def test_same_seed_same_metrics_and_streaming_matches_device_resident(tone_config):
     common = ["train.max_epochs=3", "train.deterministic=true", "augment.freq_masks=1", "augment.mixup_alpha=0.4"]
     first = api.train(tone_config, common + ["name=first"])

@@ -10,6 +10,7 @@ train loader (`data.batches.IndexBatches`), and augmentation draws from a genera
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -364,6 +365,24 @@ def build_callbacks(config: Config, run_dir: Path, has_validation: bool) -> list
     return callbacks
 
 
+class _DropAdvertising(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("💡 Tip")
+
+
+@contextlib.contextmanager
+def _advertising_dropped() -> Iterator[None]:
+    """Lightning logs a "💡 Tip: try installing litlogger" line whenever a Trainer is built; a user's run
+    output is not the place for it. Only that line is dropped, only while the Trainer is built."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tip_filter = _DropAdvertising()
+    rank_zero.addFilter(tip_filter)
+    try:
+        yield
+    finally:
+        rank_zero.removeFilter(tip_filter)
+
+
 def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, steps_per_epoch: int = 10,
                   overfit: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     """The Trainer for a run: checkpoints, early stopping, TensorBoard, rich progress; devices and
@@ -377,27 +396,30 @@ def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, st
         callbacks += build_callbacks(config, run_dir, has_validation)
     max_time = {"seconds": cfg.max_time_s} if cfg.max_time_s else None
     logger = False if overfit else TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-    return L.Trainer(
-        max_epochs=cfg.max_epochs,
-        max_time=max_time,
-        accelerator=cfg.accelerator,
-        devices=cfg.devices,
-        strategy=cfg.strategy,
-        num_nodes=cfg.num_nodes,
-        precision=default_precision(config),
-        deterministic=cfg.deterministic,
-        accumulate_grad_batches=cfg.accumulate_grad_batches,
-        gradient_clip_val=cfg.gradient_clip_val,
-        callbacks=callbacks,
-        logger=logger,
-        plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=not overfit,
-        overfit_batches=1 if overfit else 0.0,
-        limit_val_batches=0 if overfit or not has_validation else None,  # no empty val loop
-        use_distributed_sampler=False,  # the batch loaders shard per rank themselves
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        log_every_n_steps=max(1, min(50, steps_per_epoch)),
-        num_sanity_val_steps=0,
-        default_root_dir=str(run_dir) if run_dir else None,
-    )
+    with _advertising_dropped():
+        return L.Trainer(
+            max_epochs=cfg.max_epochs,
+            max_time=max_time,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            strategy=cfg.strategy,
+            num_nodes=cfg.num_nodes,
+            precision=default_precision(config),
+            deterministic=cfg.deterministic,
+            accumulate_grad_batches=cfg.accumulate_grad_batches,
+            gradient_clip_val=cfg.gradient_clip_val,
+            callbacks=callbacks,
+            logger=logger,
+            plugins=[AtomicCheckpointIO()],
+            enable_checkpointing=not overfit,
+            overfit_batches=1 if overfit else 0.0,
+            limit_val_batches=0 if overfit or not has_validation else None,  # no empty val loop
+            use_distributed_sampler=False,  # the batch loaders shard per rank themselves
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            log_every_n_steps=max(1, min(50, steps_per_epoch)),
+            num_sanity_val_steps=0,
+            default_root_dir=str(run_dir) if run_dir else None,
+        )
+
+
