@@ -421,5 +421,3 @@ def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, st
             num_sanity_val_steps=0,
             default_root_dir=str(run_dir) if run_dir else None,
         )
-
-

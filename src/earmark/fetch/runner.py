@@ -62,7 +62,7 @@ def fetch_sources(sources_file: Path, to: Path, settings: ClipSettings, options:
             payloads = _download(row, to / DOWNLOADS, options, state, limits, drive_base_url)
         except FetchError as exc:
             result.failures.append(Failure(row.line, row.url, exc.reason))
-            say(f"line {row.line}: failed: {row.url}: {exc.reason}")
+            say(_row_outcome(row, [], result.failures[-1:], seen_before))
             continue
         n_failed_before = len(result.failures)
         row_records = _clips_for_row(row, payloads, to, settings, state, limits, result.failures)
