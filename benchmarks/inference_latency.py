@@ -96,10 +96,10 @@ def throughput(predict, waves: np.ndarray, batch: int, seconds: float = 2.0, rou
 def measure_model(model: str, run_dir: Path, args) -> list[dict]:
     import torch
 
-    from earmark.export import load_classifier
-    from earmark.onnx_predict import OnnxPredictor
-    from earmark.parity import run_clips
-    from earmark.predict import Predictor
+    from earmark.export.onnx import load_classifier
+    from earmark.export.parity import run_clips
+    from earmark.predict.onnx_predictor import OnnxPredictor
+    from earmark.predict.torch_predictor import Predictor
 
     module, _ = load_classifier(run_dir)
     test = run_clips(run_dir, module, "test")  # the whole test split
@@ -121,9 +121,9 @@ def measure_model(model: str, run_dir: Path, args) -> list[dict]:
     fp32_accuracy = None
     for variant, path in export_variants(run_dir).items():
         single = OnnxPredictor(path, threads=1)
-        p50, p99 = latency_ms(lambda w: single.predict_waves(w, batch_size=1), clip, args.calls)
+        p50, p99 = latency_ms(lambda w, single=single: single.predict_waves(w, batch_size=1), clip, args.calls)
         batched = OnnxPredictor(path, threads=args.threads)
-        rate = throughput(lambda w: batched.predict_waves(w, batch_size=args.batch), waves, args.batch)
+        rate = throughput(lambda w, batched=batched: batched.predict_waves(w, batch_size=args.batch), waves, args.batch)
         accuracy = float((batched.predict_waves(waves, batch_size=args.batch).argmax(1) == targets).mean())
         fp32_accuracy = accuracy if variant == "fp32" else fp32_accuracy
         rows.append({"model": model, "variant": variant, "size_mb": path.stat().st_size / 1e6, "p50_ms": p50,

@@ -65,8 +65,8 @@ def wav_bytes(rate_hz: int, duration_s: float) -> bytes:
 
 def in_process(model: Path, audio: bytes, threads: int | None, n: int) -> tuple[float, float]:
     """(p50 ms, requests/s) of decode + predict without HTTP, one at a time: the reference."""
-    from earmark.serve import ModelService, load_model
-    from earmark.serve_audio import AudioRequest, ServeLimits
+    from earmark.serve.app import ModelService, load_model
+    from earmark.serve.audio import AudioRequest, ServeLimits
 
     service = ModelService(load_model(model, threads), ServeLimits(), "reference", str(model))
     request = AudioRequest(audio)
@@ -81,7 +81,7 @@ def in_process(model: Path, audio: bytes, threads: int | None, n: int) -> tuple[
 
 
 def measure(model: Path, audio: bytes, args) -> None:
-    from earmark.serve_client import run_load, server_process
+    from earmark.serve.client import run_load, server_process
 
     reference_ms, reference_per_s = in_process(model, audio, args.threads, n=min(args.requests, 300))
     options = ["--threads", str(args.threads)] if args.threads else []

@@ -44,7 +44,7 @@ def synchronize(device) -> None:
 def build_module(model: str, seconds: float):
     from earmark.config import FeaturesConfig, TrainConfig
     from earmark.contract import InputContract
-    from earmark.training import AudioClassifier
+    from earmark.train.module import AudioClassifier
 
     contract = InputContract(sample_rate_hz=SAMPLE_RATE_HZ, duration_s=seconds, clip="pad",
                              labels=tuple(str(i) for i in range(N_CLASSES)),

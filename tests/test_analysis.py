@@ -4,9 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from earmark.analysis import (aggregate_chunks, analysed_columns, clip_level_metrics, leakage, leakage_warnings,
-                              per_group_accuracy)
 from earmark.errors import EarmarkError
+from earmark.evaluate.analysis import (
+    aggregate_chunks,
+    analysed_columns,
+    clip_level_metrics,
+    leakage,
+    leakage_warnings,
+    per_group_accuracy,
+)
 
 
 def items(paths, speakers, group=None):

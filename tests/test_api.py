@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-
-from conftest import tone_clip
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +158,7 @@ def test_evaluate_refuses_classes_the_run_never_saw(trained, tmp_path):
 
 
 def test_config_changes_name_every_differing_setting():
-    from earmark.config import config_changes, describe_changes
+    from earmark.config_diff import config_changes, describe_changes
 
     old = load_config(overrides=["train.max_epochs=5", "train.lr=0.01"])
     new = load_config(overrides=["train.max_epochs=9", "train.lr=0.02", "seed=3"])

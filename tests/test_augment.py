@@ -5,8 +5,20 @@ import torch
 import torch.nn.functional as F
 
 from earmark.augment import (
-    BackgroundNoise, BatchAugmenter, BatchMix, GaussianNoise, RandomGain, RandomShift, SpecAugment, SpeedPerturb,
-    WaveAugment, mixed_loss, pitch_shift, resample_by, stack_views, time_stretch,
+    BackgroundNoise,
+    BatchAugmenter,
+    BatchMix,
+    GaussianNoise,
+    RandomGain,
+    RandomShift,
+    SpecAugment,
+    SpeedPerturb,
+    WaveAugment,
+    mixed_loss,
+    pitch_shift,
+    resample_by,
+    stack_views,
+    time_stretch,
 )
 from earmark.augment.tempo import stretch_fft_size
 from earmark.config import AugmentConfig, FeaturesConfig, load_config
@@ -304,7 +316,7 @@ def test_same_generator_seed_same_output(background_folder):
 
 def test_plot_augmentations_writes_a_png(tmp_path):
     from earmark.features import build_frontend
-    from earmark.reports import plot_augmentations
+    from earmark.reports.plots import plot_augmentations
 
     frontend = build_frontend(FeaturesConfig(n_fft=256, n_mels=32), RATE_HZ)
     augmenter = BatchAugmenter(AugmentConfig(noise_snr_db=(5, 10), freq_masks=1, time_masks=1), RATE_HZ)

@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from earmark.calibration import (choose_reject_threshold, coverage_curve, expected_calibration_error, fit_temperature,
-                                 negative_log_likelihood, rejection_outcome, reliability_bins, softmax)
+from earmark.evaluate.calibration import (
+    choose_reject_threshold,
+    coverage_curve,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    rejection_outcome,
+    reliability_bins,
+    softmax,
+)
 
 
 def sampled(n: int, n_classes: int, true_temperature: float, seed: int = 0):
@@ -31,8 +39,8 @@ def test_temperature_scaling_recovers_a_known_temperature_and_lowers_ece(true_te
 def test_temperature_is_fitted_on_logits_that_float32_probabilities_cannot_hold():
     """Very confident clips: their float32 probabilities are exactly 0 and 1, yet the logits still carry how
     wrong the wrong ones are. Calibration gets the logits (`Predictor.predict_logits`), so it sees that."""
-    from earmark.scoring import fit_calibration
     from earmark.config import EvaluationConfig
+    from earmark.evaluate.calibrate import fit_calibration
 
     logits, y = sampled(400, 3, 1.0, seed=5)
     logits = logits * 60  # margins of hundreds of nats: float32 softmax saturates
@@ -85,10 +93,11 @@ def test_coverage_target_and_unreachable_target():
 
 
 def test_store_calibration_sets_the_loaded_module_and_writes_the_checkpoint_once(tmp_path):
-    import torch
     from types import SimpleNamespace
 
-    from earmark.scoring import store_calibration
+    import torch
+
+    from earmark.workflows.evaluate import store_calibration
 
     checkpoint_path = tmp_path / "best.ckpt"
     checkpoint = {"state_dict": {"temperature_": torch.tensor(1.0), "reject_threshold_": torch.tensor(0.0),

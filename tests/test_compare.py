@@ -13,9 +13,9 @@ import pytest
 from sklearn.metrics import f1_score
 
 from earmark import api
-from earmark.compare import compare_runs
 from earmark.errors import EarmarkError
-from earmark.paired_stats import mcnemar_exact, paired_bootstrap
+from earmark.evaluate.compare import compare_runs
+from earmark.evaluate.paired_stats import mcnemar_exact, paired_bootstrap
 
 LABELS = ["bird", "car", "rain"]
 N_CLIPS = 120
@@ -104,7 +104,7 @@ def test_compare_runs_aligns_clips_and_reports_differences(tmp_path):
 
 
 def test_labels_that_look_like_numbers_or_missing_values_stay_labels(tmp_path):
-    from earmark.crossval_report import pooled_predictions
+    from earmark.reports.crossval import pooled_predictions
 
     names = ["01", "NA", "1"]  # read as numbers, "01" and "1" would merge; read with NA handling, "NA" would vanish
     a, b = outcomes(60, 0, 40)

@@ -27,7 +27,7 @@ def test_a_pipe_gets_the_wide_width_a_terminal_or_columns_its_own(monkeypatch):
 
 def test_the_training_progress_bar_uses_it(monkeypatch, tmp_path):
     from earmark.config import load_config
-    from earmark.training import build_callbacks
+    from earmark.train.trainer import build_callbacks
 
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr("sys.stdout", FakeStdout(tty=False))

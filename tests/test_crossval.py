@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.data import cache as cache_module
 from earmark.data.audio import load_segments
 from earmark.errors import EarmarkError
-
-from conftest import TONES_HZ, tone_clip
 
 SPEAKERS = ("ann", "bob", "cy", "dee")
 N_FILES = len(TONES_HZ) * len(SPEAKERS) * 3
@@ -146,13 +145,15 @@ def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypa
     result, _, _, _ = grouped_cv
     (result.cv_dir / "fold-2" / "metrics.json").unlink()  # as if fold 2 was interrupted after its last epoch
     calls = []
-    real_train = api.train
+    from earmark.workflows import train as training_workflow
+
+    real_train = training_workflow.train
 
     def counting_train(*args, **kwargs):
         calls.append(kwargs.get("resume"))
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(api, "train", counting_train)
+    monkeypatch.setattr(training_workflow, "train", counting_train)
     resumed = api.cv(resume=result.cv_dir)
     assert calls == [result.cv_dir / "fold-2"]  # only the unfinished fold ran, from its checkpoint
     assert (result.cv_dir / "fold-2" / "metrics.json").is_file()

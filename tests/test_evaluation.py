@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
+from earmark.data.labels import class_ids
 from earmark.errors import EarmarkError
-from earmark.evaluation import class_ids, classification_metrics, label_metrics, wilson_interval
+from earmark.evaluate.metrics import classification_metrics, label_metrics, wilson_interval
 
 
 def one_hot(ids, n):
@@ -79,7 +80,7 @@ def test_collapse_fires_on_a_collapsed_model_and_not_on_a_good_or_an_imbalanced_
 def test_binary_roc_auc_and_average_precision_match_sklearn():
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from earmark.binary import binary_metrics
+    from earmark.evaluate.binary import binary_metrics
 
     y = np.array([0, 0, 1, 1, 0, 1, 1, 0, 1, 0])
     score = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55, 0.3, 0.05])
@@ -93,7 +94,7 @@ def test_binary_roc_auc_and_average_precision_match_sklearn():
 
 
 def test_the_decision_threshold_maximises_the_validation_metric():
-    from earmark.binary import at_threshold, choose_threshold
+    from earmark.evaluate.binary import at_threshold, choose_threshold
 
     positive = np.array([False] * 6 + [True] * 4)
     score = np.array([0.05, 0.1, 0.12, 0.15, 0.2, 0.22, 0.25, 0.35, 0.4, 0.45])  # positives all below 0.5
@@ -108,7 +109,7 @@ def test_the_decision_threshold_maximises_the_validation_metric():
 def test_confusion_plots_stay_readable_at_fifty_classes(tmp_path):
     from PIL import Image
 
-    from earmark.plots import plot_confusion, plot_per_class
+    from earmark.reports.plots import plot_confusion, plot_per_class
 
     labels = [f"class_with_a_long_name_{i}" for i in range(50)]
     counts = (np.eye(50, dtype=int) * 7 + np.roll(np.eye(50, dtype=int), 1, axis=1)).tolist()
@@ -122,7 +123,7 @@ def test_confusion_plots_stay_readable_at_fifty_classes(tmp_path):
 
 
 def test_markdown_and_printed_summaries_hold_every_section():
-    from earmark.reports import markdown_report, summary_lines
+    from earmark.reports.markdown import markdown_report, summary_lines
 
     y = np.array([0, 1] * 20)
     metrics = classification_metrics(y, one_hot(y, 2), ["no", "yes"])
@@ -144,8 +145,8 @@ def test_markdown_and_printed_summaries_hold_every_section():
 
 
 def test_the_validation_threshold_is_reported_as_a_recommendation():
-    from earmark.binary import binary_metrics
-    from earmark.reports import markdown_report, summary_lines
+    from earmark.evaluate.binary import binary_metrics
+    from earmark.reports.markdown import markdown_report, summary_lines
 
     y = np.array([0, 1] * 20)
     probabilities = one_hot(y, 2)

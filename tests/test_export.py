@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tone_clip
 from earmark import api
 from earmark.errors import EarmarkError
-
-from conftest import tone_clip
 from onnx_runs import exported_model, trained_run
 
 onnx = pytest.importorskip("onnx")
@@ -42,7 +41,7 @@ def test_export_matches_pytorch_on_the_test_split(model, tmp_path_factory, tmp_p
 def test_the_graph_takes_raw_waves_of_any_batch_and_length_and_carries_the_contract(tmp_path_factory):
     import onnxruntime as ort
 
-    from earmark.predict import Predictor
+    from earmark.predict.torch_predictor import Predictor
 
     path = exported_model(tmp_path_factory)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -77,8 +76,8 @@ def calibrated_copy(run, tmp_path, temperature: float, reject_threshold: float):
 
 
 def test_temperature_is_in_the_graph_and_the_reject_threshold_in_the_metadata(tmp_path_factory, tmp_path):
-    from earmark.onnx_predict import OnnxPredictor
-    from earmark.predict import Predictor
+    from earmark.predict.onnx_predictor import OnnxPredictor
+    from earmark.predict.torch_predictor import Predictor
 
     original = trained_run(tmp_path_factory)
     run = calibrated_copy(original, tmp_path, temperature=4.0, reject_threshold=0.9)
@@ -104,7 +103,7 @@ def test_temperature_is_in_the_graph_and_the_reject_threshold_in_the_metadata(tm
 
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_int8_models_are_written_with_their_accuracy_change(mode, tmp_path_factory, tmp_path):
-    from earmark.onnx_predict import OnnxPredictor
+    from earmark.predict.onnx_predictor import OnnxPredictor
 
     lines = []
     result = api.export(trained_run(tmp_path_factory, "lite_cnn"), tmp_path, int8=mode, max_int8_drop=100,
@@ -126,7 +125,7 @@ def test_int8_models_are_written_with_their_accuracy_change(mode, tmp_path_facto
 
 
 def test_the_front_end_stays_float_in_int8_models(tmp_path_factory):
-    from earmark.quantize import frontend_nodes
+    from earmark.export.quantize import frontend_nodes
 
     model = onnx.load(str(exported_model(tmp_path_factory)))
     names = frontend_nodes(model)
@@ -148,9 +147,9 @@ def test_an_int8_model_losing_too_much_is_refused_unless_forced(tmp_path_factory
 
 
 def test_a_parity_failure_fails_the_export_and_keeps_no_model(tmp_path_factory, tmp_path, monkeypatch):
-    import earmark.export
+    import earmark.export.onnx
 
-    monkeypatch.setattr(earmark.export, "MAX_ABS_PROBABILITY_DIFF", -1.0)
+    monkeypatch.setattr(earmark.export.onnx, "MAX_ABS_PROBABILITY_DIFF", -1.0)
     with pytest.raises(EarmarkError, match="does not match PyTorch"):
         api.export(trained_run(tmp_path_factory), tmp_path, log=silent)
     assert not (tmp_path / "model.onnx").exists()
@@ -171,12 +170,12 @@ def test_given_clips_replace_the_test_split_and_bad_options_are_named(tmp_path_f
 
 
 def test_a_model_no_exporter_handles_fails_with_each_reason(tmp_path_factory, tmp_path, monkeypatch):
-    import earmark.export
+    import earmark.export.onnx
 
     def refuse(graph, example, path, exporter, dynamic_length, opset):
         raise RuntimeError(f"{exporter} cannot trace this")
 
-    monkeypatch.setattr(earmark.export, "_export_once", refuse)
+    monkeypatch.setattr(earmark.export.onnx, "_export_once", refuse)
     with pytest.raises(EarmarkError, match="cannot export model 'simple_cnn'.*dynamo cannot.*torchscript cannot"):
         api.export(trained_run(tmp_path_factory), tmp_path, log=silent)
 
@@ -202,11 +201,11 @@ def test_other_families_export_with_parity(name, tmp_path, capfd):
     """Random-weight tiny models of the other families: exported quietly, and equal to PyTorch."""
     from earmark.config import FeaturesConfig, TrainConfig
     from earmark.contract import InputContract
-    from earmark.export import export_graph, onnx_metadata, set_metadata
-    from earmark.onnx_predict import OnnxPredictor
-    from earmark.parity import compare
-    from earmark.predict import Predictor
-    from earmark.training import AudioClassifier
+    from earmark.export.onnx import export_graph, onnx_metadata, set_metadata
+    from earmark.export.parity import compare
+    from earmark.predict.onnx_predictor import OnnxPredictor
+    from earmark.predict.torch_predictor import Predictor
+    from earmark.train.module import AudioClassifier
 
     kind = "waveform" if name == "wav2vec2" else "log_mel"
     contract = InputContract(8000, 0.5, "pad", ("a", "b", "c"),

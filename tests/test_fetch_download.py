@@ -8,11 +8,10 @@ import socket
 import pytest
 
 from earmark.fetch.download import DownloadOptions, fetch_url
-from earmark.fetch.state import DownloadState
 from earmark.fetch.drive import download_drive_file, download_drive_folder
 from earmark.fetch.report import NO_NETWORK, FetchError
+from earmark.fetch.state import DownloadState
 from earmark.fetch.video import download_media
-
 from fetch_server import LocalServer, wav_bytes
 
 FAST = DownloadOptions(retries=2, backoff_s=0.0, timeout_s=5.0)

@@ -19,10 +19,7 @@ from earmark.errors import EarmarkError
 from earmark.fetch.entry import fetch as fetch_entry
 from earmark.fetch.presets import PRESETS, preset_named
 from earmark.fetch.state import DownloadState
-
 from fetch_server import LocalServer, tar_bytes, wav_bytes, zip_bytes
-
-
 
 
 def fake_esc50() -> bytes:

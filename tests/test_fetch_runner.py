@@ -16,7 +16,6 @@ from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
 from earmark.fetch.entry import fetch as fetch_entry
-
 from fetch_server import LocalServer, tar_bytes, wav_bytes, zip_bytes
 
 DRIVE_ID = "1DriveSpeechAbcdef"

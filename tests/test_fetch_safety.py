@@ -13,8 +13,9 @@ import pytest
 
 from earmark.errors import EarmarkError
 from earmark.fetch.archives import ArchiveLimits, archive_kind, safe_extract
-from earmark.fetch.names import inside, name_from_url, safe_name
+from earmark.fetch.names import inside, name_from_url
 from earmark.fetch.report import FetchError
+from earmark.files import safe_name
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from earmark.curves import plot_training_curves, read_run_scalars, steps_to_epochs
-from earmark.html_report import html_image, html_pre, html_table, render_html, write_run_report
+from earmark.reports.curves import plot_training_curves, read_run_scalars, steps_to_epochs
+from earmark.reports.html import html_image, html_pre, html_table, render_html
+from earmark.reports.run import write_run_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.is_file(), reason="no Chromium at /usr/bin/chromium")
@@ -117,7 +118,7 @@ def test_helpers_escape_and_embed(tmp_path):
 
 
 def test_markdown_tables_take_the_union_of_keys_and_escape_pipes():
-    from earmark.reports import markdown_table
+    from earmark.reports.markdown import markdown_table
 
     table = markdown_table([{"run": "a|b", "accuracy": 0.123456}, {"run": "c", "epochs": 3}])
     assert table.splitlines() == ["| run | accuracy | epochs |", "|---|---|---|", "| a\\|b | 0.1235 |  |",

@@ -2,10 +2,9 @@
 
 import json
 
+from conftest import FSDD_ROOT, needs_fsdd
 from earmark import api
 from earmark.config import load_config
-
-from conftest import FSDD_ROOT, needs_fsdd
 
 
 @needs_fsdd

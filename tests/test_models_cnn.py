@@ -7,14 +7,14 @@ import soundfile as sf
 import timm
 import torch
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.data.audio import load_segments
 from earmark.errors import EarmarkError
 from earmark.models.registry import create_model, list_models
-from earmark.predict import Predictor
+from earmark.predict.torch_predictor import Predictor
 
-from conftest import TONES_HZ, tone_clip
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():

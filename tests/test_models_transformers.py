@@ -8,18 +8,16 @@ from __future__ import annotations
 import shutil
 
 import pandas as pd
-
 import pytest
 import soundfile as sf
 import torch
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
 from earmark.models.registry import create_model
-from earmark.predict import Predictor
-
-from conftest import TONES_HZ, tone_clip
+from earmark.predict.torch_predictor import Predictor
 
 TINY = {
     "cnn_gpt2": {"n_layer": 2, "n_head": 2, "n_embd": 32, "cnn_channels": 8},

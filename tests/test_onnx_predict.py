@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.errors import EarmarkError
-
-from conftest import TONES_HZ, tone_clip
 from onnx_runs import RATE_HZ, exported_model
 
 pytest.importorskip("onnxruntime")
@@ -89,7 +88,7 @@ def test_files_folders_csv_lists_and_stdin_lists_give_the_same_answers(onnx_mode
 
 
 def test_batch_size_and_threads_do_not_change_the_probabilities(onnx_model):
-    from earmark.onnx_predict import OnnxPredictor
+    from earmark.predict.onnx_predictor import OnnxPredictor
 
     waves = np.stack([tone_clip(f, RATE_HZ, 0.5, i) for i, f in enumerate([300.0, 900.0, 2400.0] * 7)])
     reference = OnnxPredictor(onnx_model).predict_waves(waves, batch_size=256)
@@ -139,7 +138,7 @@ def test_bad_files_are_reported_and_foreign_models_refused(onnx_model, tone_file
 
 
 def test_files_share_model_calls_batch_size_at_a_time(onnx_model, tmp_path):
-    from earmark.onnx_predict import OnnxPredictor
+    from earmark.predict.onnx_predictor import OnnxPredictor
 
     folder = tmp_path / "many"
     folder.mkdir()

@@ -13,14 +13,13 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.data.batches import AudioDataModule
 from earmark.errors import EarmarkError
 from earmark.models.registry import MODELS, create_model
-from earmark.predict import Predictor
-
-from conftest import tone_clip
+from earmark.predict.torch_predictor import Predictor
 
 WORD_HZ = {"a": 400.0, "b": 600.0, "c": 900.0}
 VOICE_FACTORS = {"ann": 1.0, "bob": 1.5, "cyd": 2.25}
@@ -138,7 +137,7 @@ def test_predict_takes_a_group_for_every_file_or_from_a_csv_column(run, speakers
 
 
 def test_cli_prints_a_before_after_summary(run, capsys):
-    from earmark.cli import _print_personalization
+    from earmark.cli.output import print_personalization as _print_personalization
 
     _print_personalization(run[0].personalization)
     printed = capsys.readouterr().out

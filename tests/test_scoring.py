@@ -11,12 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-from earmark.predict import Predictor
-
-from conftest import tone_clip
+from earmark.predict.torch_predictor import Predictor
 
 RATE_HZ = 8000
 FOUR_TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0, "top": 3500.0}
@@ -180,9 +179,9 @@ def test_calibration_is_fitted_on_logits_even_when_probabilities_saturate(four_c
     from them would be clipped; `Predictor.predict_logits` gives calibration the real ones."""
     import shutil
 
-    from earmark.calibration import negative_log_likelihood, softmax
-    from earmark.evaluation import class_ids
-    from earmark.scoring import fit_on_validation
+    from earmark.data.labels import class_ids
+    from earmark.evaluate.calibration import negative_log_likelihood, softmax
+    from earmark.workflows.evaluate import fit_on_validation
 
     run = tmp_path / "wrong"
     shutil.copytree(four_class_run.run_dir, run)
@@ -215,7 +214,7 @@ def test_calibration_is_fitted_on_logits_even_when_probabilities_saturate(four_c
 
 
 def test_training_reads_best_ckpt_once_to_calibrate_and_evaluate(tmp_path, monkeypatch):
-    from earmark import training
+    from earmark.train import checkpoints as training
 
     reads, loads = [], []
     real_read = training.read_checkpoint

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.errors import EarmarkError
-from earmark.serve import create_app, load_model
-from earmark.serve_audio import ServeLimits
-
-from conftest import TONES_HZ, tone_clip
+from earmark.serve.app import create_app, load_model
+from earmark.serve.audio import ServeLimits
 
 RATE_HZ = 8000
 
@@ -319,7 +318,7 @@ def test_an_exported_onnx_model_is_served_like_its_run(run_dir, client, tmp_path
 def test_a_real_server_process_answers_concurrent_clients_without_errors(run_dir):
     import httpx
 
-    from earmark.serve_client import run_load, server_process
+    from earmark.serve.client import run_load, server_process
 
     audio = encoded(tone("low"))
     with server_process(run_dir, options=["--threads", "1", "--max-upload-mb", "1"]) as url:

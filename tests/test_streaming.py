@@ -12,13 +12,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.contract import InputContract
 from earmark.errors import EarmarkError
-from earmark.streaming import AudioBlocks, StreamPrediction, WindowCutter, stdin_blocks
-from earmark.timeline import FilePredictor, Windows
-
-from conftest import TONES_HZ, tone_clip
+from earmark.predict.files import FilePredictor, Windows
+from earmark.predict.streaming import AudioBlocks, StreamPrediction, WindowCutter, stdin_blocks
 from onnx_runs import RATE_HZ, exported_model
 
 pytest.importorskip("onnxruntime")

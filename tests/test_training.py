@@ -14,13 +14,12 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.config import TrainConfig
 from earmark.errors import EarmarkError
-from earmark.losses import ClassificationLoss, class_weights, focal_loss
-from earmark.optim import build_optimizer, build_scheduler, check_schedule, param_groups
-
-from conftest import TONES_HZ, tone_clip
+from earmark.train.losses import ClassificationLoss, class_weights, focal_loss
+from earmark.train.optim import build_optimizer, build_scheduler, check_schedule, param_groups
 
 LABELS = ["a", "b", "c"]
 
@@ -32,7 +31,7 @@ def earmark(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
 
 def tiny_module(**train):
     from earmark.contract import InputContract
-    from earmark.training import AudioClassifier
+    from earmark.train.module import AudioClassifier
 
     contract = InputContract(sample_rate_hz=8000, duration_s=0.5, clip="pad", labels=tuple(LABELS),
                              features={"n_fft": 256, "n_mels": 32})
@@ -153,7 +152,7 @@ def test_compile_and_channels_last_flags_reach_the_model():
 
 def test_stacked_views_make_the_model_take_two_channels():
     from earmark.contract import InputContract
-    from earmark.training import AudioClassifier
+    from earmark.train.module import AudioClassifier
 
     contract = InputContract(sample_rate_hz=8000, duration_s=0.5, clip="pad", labels=tuple(LABELS),
                              features={"n_fft": 256, "n_mels": 32, "stack_augmented": True})
@@ -188,7 +187,7 @@ def test_building_a_trainer_logs_lightnings_facts_but_not_its_advertising(tmp_pa
     import logging
 
     from earmark.config import load_config
-    from earmark.training import build_trainer
+    from earmark.train.trainer import build_trainer
 
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
         build_trainer(load_config(overrides=["train.progress=false"]), tmp_path, has_validation=True)

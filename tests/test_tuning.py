@@ -12,12 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-from earmark.tuning import load_space, pruning_callback
-
-from conftest import TONES_HZ, tone_clip
+from earmark.workflows.search_space import load_space, pruning_callback
 
 SPACE = """
 train.lr: {low: 1.0e-3, high: 1.0e-2, log: true}

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from earmark.errors import EarmarkError
+from earmark.files import AUDIO_EXTENSIONS
 
 DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
 ClipMode = Literal["pad", "crop", "chunk"]
@@ -40,7 +41,7 @@ class DataConfig(Section):
     path: Optional[Path] = Field(None, description="folder root, CSV/TSV file, or data set root")
     audio_root: Optional[Path] = Field(None, description="where relative paths in a CSV point (default: the CSV's folder)")
     columns: ColumnMap = ColumnMap()
-    extensions: list[str] = [".wav", ".flac", ".ogg", ".mp3"]
+    extensions: list[str] = list(AUDIO_EXTENSIONS)
     sample_rate_hz: int = Field(16000, gt=0, le=384000)
     duration_s: float = Field(1.0, gt=0, le=3600)
     clip: ClipMode = "pad"
@@ -361,6 +362,27 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     return config
 
 
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """`config` with dotted overrides applied in memory, validated like a loaded file."""
+    if not overrides:
+        return config
+    tree = json.loads(config.model_dump_json())
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(tree, parts, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise EarmarkError(_format_validation_error(exc, "command-line overrides")) from None
+
+
+def as_config(config: Config | str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """A Config from an object, a YAML path or None (the defaults), with `overrides` applied."""
+    if isinstance(config, Config):
+        return apply_overrides(config, overrides)
+    return load_config(config, list(overrides))
+
+
 def _resolve_relative_paths(config: Config, base: Path) -> Config:
     """Data paths in a YAML file are relative to the file, as users expect."""
     data = config.data
@@ -374,52 +396,3 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
     if updates:
         config = config.model_copy(update={"data": data.model_copy(update=updates)})
     return config
-
-
-def new_output_dir(config: "Config", suffix: str = "") -> Path:
-    """A new folder `runs_dir/<name><suffix>` (`-1`, `-2`, ... appended when taken), created empty.
-
-    The name is `config.name`, else `<source>-<model>-<time>`; suffix tells a CV (`-cv`) or tuning
-    (`-tune`) folder from a run's."""
-    from datetime import datetime
-
-    name = config.name or f"{config.data.source}-{config.model.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    return new_folder(config.runs_dir, f"{name}{suffix}")
-
-
-def new_folder(parent: Path, name: str) -> Path:
-    """A new empty folder `parent/name`, or `parent/name-1`, `-2`, ... when taken; never an existing one."""
-    out, number = Path(parent) / name, 1
-    while out.exists():
-        out, number = Path(parent) / f"{name}-{number}", number + 1
-    out.mkdir(parents=True)
-    return out
-
-
-def flat_config(config: Config) -> dict[str, Any]:
-    """{'train.max_epochs': 60, 'model.params.width': 8, ...}"""
-    flat: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = node
-
-    walk(json.loads(config.model_dump_json()), "")
-    return flat
-
-
-def config_changes(old: Config, new: Config, may_change: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
-    """{dotted key: (old value, new value)} for every setting that differs, sorted by key (None where a key
-    is absent), leaving out the keys in `may_change`. Resumed runs, CV and tuning refuse a changed config."""
-    old_flat, new_flat = flat_config(old), flat_config(new)
-    return {key: (old_flat.get(key), new_flat.get(key)) for key in sorted(set(old_flat) | set(new_flat))
-            if old_flat.get(key) != new_flat.get(key) and key not in may_change}
-
-
-def describe_changes(changes: dict[str, tuple[Any, Any]], limit: int = 5) -> str:
-    """'train.lr (0.001 → 0.01), seed (0 → 1)' for the first `limit` changes, and how many more."""
-    shown = ", ".join(f"{key} ({old!r} → {new!r})" for key, (old, new) in list(changes.items())[:limit])
-    return shown + (f" and {len(changes) - limit} more" if len(changes) > limit else "")

@@ -7,10 +7,14 @@ system), is flushed to disk, then `os.replace`d over the target in one step.
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import unicodedata
 from pathlib import Path
 
 from earmark.errors import EarmarkError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # what earmark decodes, everywhere
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -46,3 +50,28 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write `text` to `path` atomically, byte for byte: no newline translation, so CSV line ends survive."""
     atomic_write_bytes(path, text.encode(encoding))
+
+MAX_NAME_CHARS = 80
+UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
+WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                                  *(f"lpt{i}" for i in range(1, 10))})
+
+
+def safe_name(text: str, default: str = "file") -> str:
+    """'../../etc/passwd' -> 'etc_passwd'; 'Drone über Feld.mp4' -> 'Drone_uber_Feld.mp4'.
+
+    ASCII letters, digits, '.', '_' and '-' only, no leading dot, at most `MAX_NAME_CHARS`
+    characters (the extension kept), never empty and never a Windows device name.
+    """
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    name = UNSAFE_CHARACTERS.sub("_", ascii_text)
+    name = re.sub(r"\.{2,}", ".", name).strip("._-")
+    if not name:
+        return default
+    stem, suffix = os.path.splitext(name)
+    if len(suffix) > 10:  # not an extension, just a dot in a title
+        stem, suffix = name, ""
+    stem = stem[:MAX_NAME_CHARS - len(suffix)].rstrip("._-") or default
+    if stem.lower() in WINDOWS_DEVICE_NAMES:
+        stem = f"_{stem}"
+    return stem + suffix

@@ -107,14 +107,15 @@ def load_background_bank(folder: Path, sample_rate_hz: int) -> tuple[np.ndarray,
 
     Raises EarmarkError naming the folder when nothing in it decodes; unreadable files are listed in a warning.
     """
-    from earmark.data.audio import SUPPORTED_FORMATS, AudioError, decode, extension, resample, to_mono
+    from earmark.data.audio import AudioError, decode, extension, resample, to_mono
+    from earmark.files import AUDIO_EXTENSIONS
 
     folder = Path(folder)
     if not folder.is_dir():
         raise EarmarkError(f"augment.background_dir {folder} is not a folder; give a folder of noise recordings "
-                           f"({', '.join(SUPPORTED_FORMATS)}) or leave it unset")
+                           f"({', '.join(AUDIO_EXTENSIONS)}) or leave it unset")
     pieces, bad = [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and extension(p) in SUPPORTED_FORMATS):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and extension(p) in AUDIO_EXTENSIONS):
         try:
             audio, rate_hz = decode(path)
         except AudioError as exc:
@@ -124,7 +125,7 @@ def load_background_bank(folder: Path, sample_rate_hz: int) -> tuple[np.ndarray,
     pieces = [piece for piece in pieces if len(piece)]
     if not pieces:
         found = f"; unreadable: {'; '.join(bad[:5])}" if bad else ""
-        raise EarmarkError(f"augment.background_dir {folder} holds no usable audio ({', '.join(SUPPORTED_FORMATS)})"
+        raise EarmarkError(f"augment.background_dir {folder} holds no usable audio ({', '.join(AUDIO_EXTENSIONS)})"
                            f"{found}; add noise recordings or unset augment.background_dir")
     if bad:
         warnings.warn(f"augment.background_dir: {len(bad)} file(s) skipped: " + "; ".join(bad[:10]), stacklevel=2)

@@ -1,0 +1,1 @@
+"""Data: sources and metadata, audio decode and resample, the decode-once cache, splits, batches, labels."""

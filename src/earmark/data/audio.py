@@ -18,8 +18,8 @@ import soundfile as sf
 import soxr
 
 from earmark.config import DataConfig
+from earmark.files import AUDIO_EXTENSIONS
 
-SUPPORTED_FORMATS = (".wav", ".flac", ".ogg", ".mp3")
 CLIP_MODES = ("pad", "crop", "chunk")
 RESAMPLE_QUALITY = "HQ"  # soxr's high quality; "VHQ" is ~2x slower for no audible gain here
 MIN_PARTIAL_FRACTION = 0.5  # chunk mode keeps a final partial window holding at least this much audio
@@ -46,9 +46,9 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not os.path.isfile(path):
         raise AudioError("file not found")
     suffix = extension(path)
-    if suffix not in SUPPORTED_FORMATS:
+    if suffix not in AUDIO_EXTENSIONS:
         shown = suffix or "(no extension)"
-        raise AudioError(f"unsupported format '{shown}' (supported: {', '.join(SUPPORTED_FORMATS)})")
+        raise AudioError(f"unsupported format '{shown}' (supported: {', '.join(AUDIO_EXTENSIONS)})")
     try:
         audio, rate_hz = sf.read(path, dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:

@@ -49,7 +49,6 @@ def read_path_list(csv_path: Path, group_columns: Sequence[str] = ()) -> tuple[l
     return absolute_paths(meta[column].astype(str), Path(csv_path).parent), groups
 
 
-
 def read_metadata(csv_path: Path) -> pd.DataFrame:
     if csv_path.is_dir():
         raise EarmarkError(f"data.path {csv_path} is a folder, but data.source=csv needs a CSV or TSV file; "
@@ -83,7 +82,6 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
     return meta
 
 
-
 def resolve_columns(meta: pd.DataFrame, explicit: ColumnMap, csv_path: Path) -> dict[str, Optional[str]]:
     by_lower: dict[str, str] = {}
     for column in meta.columns:
@@ -111,7 +109,6 @@ def resolve_columns(meta: pd.DataFrame, explicit: ColumnMap, csv_path: Path) -> 
     return columns
 
 
-
 def normalise_splits(values: pd.Series, column: str, csv_path: Path) -> pd.Series:
     lowered = values.str.strip().str.lower()
     unknown = sorted(set(lowered.dropna()) - set(SPLIT_ALIASES))
@@ -123,13 +120,11 @@ def normalise_splits(values: pd.Series, column: str, csv_path: Path) -> pd.Serie
     return lowered.map(SPLIT_ALIASES).astype("str")
 
 
-
 def absolute_paths(relative: pd.Series, base: Path) -> list[str]:
     base_text = os.path.abspath(os.path.expanduser(str(base)))
     fix_separators = os.sep == "/"  # metadata written on Windows uses backslashes
     cleaned = (p.strip().replace("\\", "/") if fix_separators else p.strip() for p in relative)
     return [os.path.normpath(os.path.join(base_text, os.path.expanduser(p))) for p in cleaned]
-
 
 
 def is_numeric(values: pd.Series) -> bool:

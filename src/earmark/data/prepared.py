@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from earmark.config import Config
+from earmark.config import Config, DataConfig
 from earmark.data.cache import DecodedCache, prepare_cache
+from earmark.data.labels import sorted_labels
 from earmark.data.sources import load_table
 from earmark.data.splits import assign_splits, split_stats, write_splits
 from earmark.errors import EarmarkError
@@ -33,18 +33,9 @@ class PreparedData:
         return self.items.loc[self.items["split"] == split, "row"].to_numpy(dtype=np.int64)
 
     def targets(self, split: str) -> np.ndarray:
-        from earmark.evaluation import class_ids
+        from earmark.data.labels import class_ids
 
         return class_ids(self.items.loc[self.items["split"] == split, "label"], self.labels)
-
-
-def natural_key(text: str) -> list:
-    """'2' < '10', 'dog' < 'rain': digits compare as numbers."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
-
-
-def sorted_labels(labels) -> list[str]:
-    return sorted({str(label) for label in labels}, key=natural_key)
 
 
 def prepare_data(config: Config, *, strict: bool = False, progress: bool = True) -> PreparedData:
@@ -53,6 +44,17 @@ def prepare_data(config: Config, *, strict: bool = False, progress: bool = True)
     items, labels, cache = decode_items(config, split_dir, strict=strict, progress=progress)
     items = assign_splits(items, config.split, config.seed)
     return with_splits(items, labels, cache, split_dir, config.split.group_by)
+
+
+def decode_listed(items: pd.DataFrame, data: DataConfig, *, progress: bool = True
+                  ) -> tuple[pd.DataFrame, DecodedCache]:
+    """Rows listed elsewhere (a run's split, an evaluation CSV) joined with the decode-once cache:
+    (one row per clip segment, `row` indexing `cache.waves`; files that cannot be decoded drop out, cache)."""
+    cache = prepare_cache(items["path"].drop_duplicates().tolist(), data, progress=progress)
+    keep = ["path", "segment"] if "segment" in items else ["path"]
+    joined = items.drop(columns=[c for c in ("row", "start_s", "end_s") if c in items]).merge(
+        cache.segments, on=keep, how="inner")
+    return joined, cache
 
 
 def decode_items(config: Config, report_dir: Path | None, *, strict: bool = False, progress: bool = True

@@ -27,8 +27,15 @@ import numpy as np
 import pandas as pd
 
 from earmark.config import ColumnMap, DataConfig
-from earmark.data.metadata import (SPLIT_ALIASES, STANDARD_COLUMNS, absolute_paths, as_text, normalise_splits,
-                                   read_metadata, resolve_columns)
+from earmark.data.metadata import (
+    SPLIT_ALIASES,
+    STANDARD_COLUMNS,
+    absolute_paths,
+    as_text,
+    normalise_splits,
+    read_metadata,
+    resolve_columns,
+)
 from earmark.errors import EarmarkError
 
 SIDECAR_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".md", ".json", ".yaml", ".yml"})
@@ -270,8 +277,6 @@ def _table_from_metadata(csv_path: Path, explicit: ColumnMap, audio_root: Path, 
     return _drop_duplicates(table, csv_path, info), info
 
 
-
-
 def _drop_duplicates(table: pd.DataFrame, csv_path: Path, info: SourceInfo) -> pd.DataFrame:
     repeated = table.duplicated("path", keep="first")
     if not repeated.any():
@@ -285,7 +290,6 @@ def _drop_duplicates(table: pd.DataFrame, csv_path: Path, info: SourceInfo) -> p
                            "needs one label per file, so keep one row per file")
     info.ignored["repeated CSV rows (same file, same label)"] = list(table.loc[repeated, "path"])
     return table[~repeated]
-
 
 
 def _check_classes(table: pd.DataFrame, description: str, min_classes: int) -> None:

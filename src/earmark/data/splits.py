@@ -19,10 +19,10 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, ShuffleSplit, StratifiedGroupKFold,
-                                     StratifiedKFold)
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit, ShuffleSplit, StratifiedGroupKFold, StratifiedKFold
 
 from earmark.config import SplitConfig
+from earmark.data.labels import natural_key
 from earmark.errors import EarmarkError
 from earmark.files import atomic_write_text
 
@@ -174,7 +174,7 @@ def cv_folds(items: pd.DataFrame, k: Optional[int], group_key: Optional[str], fo
                            f"(e.g. {items['path'].iloc[int(np.flatnonzero(missing)[0])]}); fill it in, or leave "
                            "--fold-column out to compute folds with --folds K")
     values = items[fold_column].astype("str").to_numpy(dtype=object)
-    names = sorted(set(values), key=_numeric_aware)
+    names = sorted(set(values), key=natural_key)
     if len(names) < 2:
         raise EarmarkError(f"the {fold_column!r} column has a single fold ({names[0]!r}); cross-validation needs "
                            "at least 2: compute folds instead with --folds K")
@@ -222,7 +222,7 @@ def _predefined(items, labels, keys, split: SplitConfig, seed: int) -> tuple[np.
 def _by_fold(items, labels, keys, split: SplitConfig, seed: int) -> tuple[np.ndarray, str]:
     folds = items["fold"].astype("str").to_numpy(dtype=object)
     _check_complete(items, folds, "fold", "fill it in")
-    available = sorted(set(folds), key=_numeric_aware)
+    available = sorted(set(folds), key=natural_key)
     if len(available) < 2:
         raise EarmarkError(f"the fold column has a single fold ({available[0]!r}); holding it out would leave "
                            "nothing to train on: set split.use_predefined=false for a random split")
@@ -346,16 +346,17 @@ def _check_complete(items: pd.DataFrame, values: np.ndarray, column: str, fix: s
 
 def _match_fold(wanted: str, available: list[str], option: str) -> str:
     for fold in available:
-        if fold == str(wanted) or (_numeric_aware(fold)[0] == 0 and _numeric_aware(fold) == _numeric_aware(wanted)):
+        if fold == str(wanted) or _same_number(fold, wanted):
             return fold
     raise EarmarkError(f"split.{option}={wanted!r} is not one of the folds in the data: {', '.join(available)}")
 
 
-def _numeric_aware(value: str) -> tuple:
+def _same_number(fold: str, wanted: object) -> bool:
+    """'1.0' in the data is the fold 1 asked for."""
     try:
-        return (0, float(value), "")
+        return float(fold) == float(wanted)
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        return False
 
 
 def _warnings(stats: dict, labels: list[str], unassigned: int) -> list[str]:

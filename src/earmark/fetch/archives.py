@@ -233,7 +233,7 @@ def _write_all(members: list[_Member], root: Path, archive_name: str, open_membe
         source: IO[bytes] = open_member(member)
         with source, open(target, "xb") as out:  # "x": never over a file (names were checked to be unique)
             written = 0
-            for block in iter(lambda: source.read(CHUNK_BYTES), b""):
+            for block in iter(lambda source=source: source.read(CHUNK_BYTES), b""):
                 written += len(block)
                 if written > member.size:  # the declared sizes were checked against the limit
                     raise _refuse(archive_name, f"member {member.name!r} inflates beyond its declared size "

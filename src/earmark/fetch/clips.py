@@ -16,10 +16,10 @@ from typing import Optional
 
 import numpy as np
 
-from earmark.data.audio import SUPPORTED_FORMATS, AudioError, chunk_starts, decode, extension, resample, to_mono
+from earmark.data.audio import AudioError, chunk_starts, decode, extension, resample, to_mono
 from earmark.errors import EarmarkError
 from earmark.fetch.report import FetchError
-from earmark.files import atomic_write_bytes
+from earmark.files import AUDIO_EXTENSIONS, atomic_write_bytes
 
 CONTAINER_FORMATS = (".m4a", ".mp4", ".webm", ".mkv", ".mov", ".aac", ".opus", ".oga", ".wma", ".avi", ".3gp",
                      ".flv", ".mka", ".aiff", ".aif")
@@ -29,7 +29,7 @@ WAV_SUBTYPE = "PCM_16"
 
 
 def is_media(path: str | os.PathLike) -> bool:
-    return extension(path) in SUPPORTED_FORMATS + CONTAINER_FORMATS
+    return extension(path) in AUDIO_EXTENSIONS + CONTAINER_FORMATS
 
 
 def ffmpeg_path() -> Optional[str]:
@@ -38,7 +38,7 @@ def ffmpeg_path() -> Optional[str]:
 
 def read_mono(path: Path, rate_hz: int) -> np.ndarray:
     """The file as `(n_samples,)` float32 mono at `rate_hz`."""
-    if extension(path) in SUPPORTED_FORMATS:
+    if extension(path) in AUDIO_EXTENSIONS:
         try:
             audio, file_rate_hz = decode(path)
             return resample(to_mono(audio), file_rate_hz, rate_hz)

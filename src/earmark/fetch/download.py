@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 from urllib.request import Request, urlopen
 
 from earmark.errors import EarmarkError
-from earmark.fetch.names import name_from_url, safe_name, short_hash
+from earmark.fetch.names import name_from_url, short_hash
 from earmark.fetch.report import FetchError, unreachable
 from earmark.fetch.state import DownloadState
-from earmark.files import atomic_write_text
+from earmark.files import atomic_write_text, safe_name
 
 USER_AGENT = "earmark-fetch/0.1 (+python urllib)"
 CHUNK_BYTES = 1 << 20

@@ -9,37 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import unicodedata
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from earmark.errors import EarmarkError
-
-MAX_NAME_CHARS = 80
-UNSAFE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
-WINDOWS_DEVICE_NAMES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-                                  *(f"lpt{i}" for i in range(1, 10))})
-
-
-def safe_name(text: str, default: str = "file") -> str:
-    """'../../etc/passwd' -> 'etc_passwd'; 'Drone über Feld.mp4' -> 'Drone_uber_Feld.mp4'.
-
-    ASCII letters, digits, '.', '_' and '-' only, no leading dot, at most `MAX_NAME_CHARS`
-    characters (the extension kept), never empty and never a Windows device name.
-    """
-    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    name = UNSAFE_CHARACTERS.sub("_", ascii_text)
-    name = re.sub(r"\.{2,}", ".", name).strip("._-")
-    if not name:
-        return default
-    stem, suffix = os.path.splitext(name)
-    if len(suffix) > 10:  # not an extension, just a dot in a title
-        stem, suffix = name, ""
-    stem = stem[:MAX_NAME_CHARS - len(suffix)].rstrip("._-") or default
-    if stem.lower() in WINDOWS_DEVICE_NAMES:
-        stem = f"_{stem}"
-    return stem + suffix
+from earmark.files import safe_name
 
 
 def name_from_url(url: str, default: str = "download") -> str:

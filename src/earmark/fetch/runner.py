@@ -23,14 +23,19 @@ from earmark.errors import EarmarkError
 from earmark.fetch.archives import SKIPPED_MEMBERS, ArchiveLimits, archive_kind, safe_extract
 from earmark.fetch.clips import clip_bounds, is_media, read_mono, write_wav
 from earmark.fetch.download import DownloadOptions, fetch_url
-from earmark.fetch.drive import (DRIVE_BASE_URL, download_drive_file, download_drive_folder, is_finished,
-                                 parse_drive_link)
-from earmark.fetch.names import safe_name, short_hash
+from earmark.fetch.drive import (
+    DRIVE_BASE_URL,
+    download_drive_file,
+    download_drive_folder,
+    is_finished,
+    parse_drive_link,
+)
+from earmark.fetch.names import short_hash
 from earmark.fetch.report import FAILURES_FILE, Failure, FetchError, FetchResult, write_failures
 from earmark.fetch.sources import SourceRow, read_sources
 from earmark.fetch.state import DOWNLOADS, DownloadState
 from earmark.fetch.video import download_media
-from earmark.files import atomic_write_text
+from earmark.files import atomic_write_text, safe_name
 
 METADATA_FILE = "metadata.csv"
 METADATA_COLUMNS = ["path", "label", "group", "source", "kind", "member", "source_start_s", "source_end_s",

@@ -3,7 +3,7 @@
 The group's embedding is mapped to a FiLM scale and shift of the base model's pooled features:
 `h' = h * (1 + gamma(e)) + beta(e)` with `gamma`, `beta` linear and bias-free, so a zero embedding
 (an unseen group, or none given) leaves the base model's logits exactly as they were. Training has
-two phases (see `earmark.personalization`): the base model alone, then the embeddings.
+two phases (see `earmark.train.personalization`): the base model alone, then the embeddings.
 """
 
 from __future__ import annotations

@@ -1,0 +1,388 @@
+"""The `earmark` command: thin typer commands that build a config and call the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from earmark.cli.output import (
+    make_console,
+    print_datasets,
+    print_evaluation,
+    print_fetch_result,
+    print_metrics,
+    print_stream,
+    print_table,
+)
+from earmark.errors import EarmarkError
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
+                  help="earmark: labelled sound files in, a trustworthy audio classifier out.")
+
+CONFIG_HELP = "a YAML config, then dotted overrides such as train.max_epochs=5 (no config: the bundled demo)"
+
+
+def _split_config_args(args: list[str] | None) -> tuple[Optional[str], list[str]]:
+    """`[CONFIG] [key=value ...]`: the first argument is a config file unless it is an override."""
+    args = list(args or [])
+    if args and "=" not in args[0]:
+        return args[0], args[1:]
+    return None, args
+
+
+@app.command()
+def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+          strict: bool = typer.Option(False, help="fail if any audio file cannot be used"),
+          resume: Optional[Path] = typer.Option(None, help="continue runs/<name> from its last checkpoint "
+                                                "(a config given too may only change train.max_epochs)"),
+          overfit_batch: bool = typer.Option(False, "--overfit-batch",
+                                             help="sanity check: train on one batch without augmentation and "
+                                                  "report whether the loss reaches near zero")) -> None:
+    """Prepare the data (once), train, and evaluate the best checkpoint on the test split."""
+    from earmark import api
+
+    config, overrides = _split_config_args(args)
+    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch)
+    if overfit_batch:
+        check = result.metrics
+        console = make_console()
+        if check["steps"]:
+            console.print(f"overfit check on one batch, {check['steps']} steps: first loss "
+                          f"{check['first_loss']:.4f}, final loss {check['final_loss']:.4f}")
+        console.print(("[bold green]" if check["passed"] else "[bold red]") + check["verdict"] + "[/]")
+        if not check["passed"]:
+            raise typer.Exit(1)
+    elif result.metrics:  # empty in the processes of DDP ranks other than 0
+        print_metrics(result)
+
+
+@app.command()
+def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+            strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+    """Decode every file once into the cache and write train/val/test splits."""
+    from earmark import api
+
+    config, overrides = _split_config_args(args)
+    prepared = api.prepare(config, overrides, strict=strict)
+    stats = prepared.cache.stats
+    console = make_console()
+    console.print(f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
+                  f"bad: {stats.n_bad}  clips: {stats.n_segments}  ({stats.seconds:.1f} s)")
+    totals = prepared.stats.get("total", {})
+    console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    console.print(f"splits and bad_files.csv written to {prepared.split_dir}")
+    for warning in prepared.stats.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+@app.command()
+def evaluate(run: Path = typer.Argument(..., help="a run directory, e.g. runs/<name>"),
+             data: Optional[Path] = typer.Option(None, help="a config (its test split) or a CSV (all rows)"),
+             out: Optional[Path] = typer.Option(None, help="where to write metrics, predictions and plots"),
+             group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="a metadata column to analyse "
+                                                          "per group (repeatable), e.g. --group-by speaker")) -> None:
+    """Score a trained run on its test split or on other data: metrics, baselines, per-group analysis,
+    calibration, warnings, plots and a report."""
+    from earmark import api
+
+    metrics = api.evaluate(run, data, out, group_by=group_by or ())
+    print_evaluation(metrics, "evaluated clips")
+    make_console().print(f"accuracy {metrics['accuracy']:.4f}; report written to {metrics['evaluation_dir']}")
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoint, or an exported .onnx "
+                                         "(predicted with onnxruntime only, no torch)"),
+            inputs: Optional[List[str]] = typer.Argument(None, help="audio files, folders, CSV lists, or - to read "
+                                                         "paths from stdin (one per line)", show_default=False),
+            out: Optional[Path] = typer.Option(None, help="CSV to write (default: print a table)"),
+            top_k: int = typer.Option(3, min=1, help="how many labels with probabilities per file"),
+            chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length"),
+            hop_s: Optional[float] = typer.Option(None, min=0.01, help="hop between windows (default: chunk_s)"),
+            batch_size: int = typer.Option(256, min=1, help="clips per model call"),
+            threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: all cores)"),
+            device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda for runs when available)"),
+            group: Optional[str] = typer.Option(None, help="personalized runs: the group (e.g. speaker) of every "
+                                                "input; default: a CSV list's group column, else the base model"),
+            stream: Optional[str] = typer.Option(None, help="read ONE recording incrementally (a file, or - for "
+                                                 "stdin) and print a line per window as it completes"),
+            stream_format: str = typer.Option("wav", help="--stream -: wav, or raw little-endian PCM s16le, "
+                                              "s32le or f32le (give --stream-rate)"),
+            stream_rate: Optional[int] = typer.Option(None, min=1, help="--stream - with raw PCM: its rate in Hz"),
+            stream_channels: int = typer.Option(1, min=1, help="--stream - with raw PCM: interleaved channels"),
+            ) -> None:
+    """Predict labels for audio files with a trained run or an exported ONNX model."""
+    from earmark import api
+
+    if stream is not None:
+        if inputs:
+            raise EarmarkError("--stream reads one recording; give it as --stream FILE (or -), without other inputs")
+        print_stream(api.predict_stream(model, stream, chunk_s=chunk_s, hop_s=hop_s, stream_format=stream_format,
+                                           stream_rate_hz=stream_rate, stream_channels=stream_channels,
+                                           threads=threads, device=device), out)
+        return
+    if not inputs:
+        raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
+    result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
+                         batch_size=batch_size, threads=threads, device=device)
+    console = make_console()
+    if out is None:
+        print_table(result.files)
+        if result.timeline is not None and len(result.timeline):
+            print_table(result.timeline)
+    else:
+        timeline = " and a timeline" if result.timeline is not None else ""
+        console.print(f"{len(result.files)} predictions{timeline} written to {out}")
+    for row in result.bad_files.itertuples(index=False):
+        console.print(f"[bold yellow]skipped[/] {row.path}: {row.reason}")
+
+
+@app.command()
+def inspect(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+            out: Optional[Path] = typer.Option(None, help="folder for the summary and spectrogram grid"),
+            augment: bool = typer.Option(False, "--augment", help="also draw clean vs augmented spectrograms")) -> None:
+    """Class counts, durations, rates, channels, bad files, example spectrograms and one batch's shapes."""
+    from earmark import api
+
+    config, overrides = _split_config_args(args)
+    summary = api.inspect(config, overrides, out_dir=out, augment=augment)
+    make_console().print(summary.text)
+
+
+@app.command()
+def clean(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False)) -> None:
+    """Remove decoded caches and generated splits (runs are kept)."""
+    from earmark import api
+
+    config, overrides = _split_config_args(args)
+    freed = api.clean(config, overrides)
+    make_console().print(f"removed caches and splits ({freed / 1e6:.1f} MB)")
+
+
+@app.command()
+def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="also list each model's parameters")) -> None:
+    """List the registered models: input, parameter count, pretrained weights."""
+    from rich.table import Table
+
+    from earmark.models.registry import DEFAULT_INPUT_SHAPES, describe_models
+
+    table = Table(caption="parameters counted for 10 classes at "
+                          + ", ".join(f"{k} {v}" for k, v in DEFAULT_INPUT_SHAPES.items()))
+    columns = ["name", "input", "parameters", "pretrained weights", "description"]
+    for column in columns + (["model.params"] if verbose else []):
+        table.add_column(column)
+    for row in describe_models():
+        count = f"{row['parameters'] / 1e6:.2f} M" if row["parameters"] is not None else "-"
+        cells = [row["name"], row["input"], count, row["pretrained"], row["description"]]
+        if verbose:
+            cells.append(", ".join(f"{k}={v}" for k, v in row["params"].items()))
+        table.add_row(*cells)
+    make_console().print(table)
+
+
+@app.command()
+def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a model.onnx"),
+          host: str = typer.Option("127.0.0.1", help="interface to listen on; 0.0.0.0 exposes the server to "
+                                   "the network (it has no authentication)"),
+          port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
+          max_upload_mb: float = typer.Option(20.0, min=0.001, help="largest request body, MiB (413 above)"),
+          max_duration_s: float = typer.Option(600.0, min=0.01, help="longest audio, seconds (413 above)"),
+          request_timeout_s: float = typer.Option(30.0, min=0.01, help="per-request time limit (504 after)"),
+          threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference (default: the "
+                                                "runtime's)"),
+          log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log")) -> None:
+    """Serve a trained model over HTTP: POST /predict, POST /predict/timeline, GET /labels, GET /health."""
+    from earmark import api
+
+    api.serve(model, host=host, port=port, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
+              request_timeout_s=request_timeout_s, threads=threads, log_level=log_level)
+
+
+@app.command()
+def compare(runs: List[Path] = typer.Argument(..., help="two or more run directories (or evaluate folders) "
+                                              "scored on the same test clips; the first is the reference"),
+            out: Optional[Path] = typer.Option(None, help="folder for compare.json/.md/.html "
+                                               "(default: a new compare-<timestamp> beside the first run)")) -> None:
+    """Compare runs on the same test set: metrics, per-class differences, McNemar p and bootstrap CIs."""
+    from rich.table import Table
+
+    from earmark import api
+
+    comparison = api.compare(runs, out)
+    console = make_console()
+    table = Table(title=f"{len(comparison.runs)} runs on {comparison.n_clips} shared test clips")
+    for column in ("run", "accuracy (95% CI)", "macro F1", f"Δ accuracy vs {comparison.runs[0]['run']} (95% CI)",
+                   "Δ macro F1 (95% CI)", "McNemar p"):
+        table.add_column(column)
+    differences = comparison.differences
+    for i, row in enumerate(comparison.runs):
+        low, high = row["accuracy_ci95"]
+        cells = [row["run"], f"{row['accuracy']:.4f} ({low:.3f}–{high:.3f})", f"{row['macro_f1']:.4f}"]
+        if i == 0:
+            cells += ["reference", "", ""]
+        else:
+            diff = differences[i - 1]
+            (a_low, a_high), (f_low, f_high) = diff["accuracy_difference_ci95"], diff["macro_f1_difference_ci95"]
+            p_value = f"{diff['mcnemar']['p_value']:.3g}"
+            cells += [f"{diff['accuracy_difference']:+.4f} ({a_low:+.3f} to {a_high:+.3f})",
+                      f"{diff['macro_f1_difference']:+.4f} ({f_low:+.3f} to {f_high:+.3f})",
+                      f"[bold]{p_value}[/]" if diff["significant"] else p_value]
+        table.add_row(*cells)
+    console.print(table)
+    for warning in comparison.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    for diff in differences:
+        console.print(diff["verdict"])
+    console.print(f"per-class differences and the full report: {comparison.out_dir / 'compare.html'}")
+
+
+@app.command()
+def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+       folds: Optional[int] = typer.Option(None, min=2, help="number of folds to compute [default: 5]"),
+       group_by: Optional[str] = typer.Option(None, help="column whose values never straddle folds, nor "
+                                              "train/val/test inside a fold, e.g. speaker [default: split.group_by]"),
+       fold_column: Optional[str] = typer.Option(None, help="use the data's own folds from this column "
+                                                 "(e.g. fold for esc50/urbansound8k) instead of computing them"),
+       seed: Optional[int] = typer.Option(None, help="seed of the fold assignment [default: the config's seed]"),
+       resume: Optional[Path] = typer.Option(None, help="continue runs/<name>-cv: finished folds are kept"),
+       strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+    """Cross-validate: one run per held-out fold (decoded once), then mean ± std and a pooled confusion."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from earmark import api
+    from earmark.reports.crossval import fold_table_rows, headline, timing_text
+
+    config, overrides = _split_config_args(args)
+    console = make_console()
+    result = api.cv(config, overrides, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed,
+                    resume=resume, strict=strict, log=lambda line: console.print(line, markup=False))
+    summary = result.summary
+    rows = fold_table_rows(summary)
+    table = Table(title=f"cross-validation: {summary['folds']}")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
+    console.print(table)
+    for warning in summary["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    for line in headline(summary):
+        console.print(line)
+    console.print(f"{summary['n_folds']} folds. {timing_text(summary)}; report: {result.cv_dir / 'cv_report.html'}",
+                  markup=False)
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="a run directory (or its .ckpt)"),
+           out: Optional[Path] = typer.Option(None, help="output folder (default: <run>/export)"),
+           int8: Optional[str] = typer.Option(None, help="also write model.int8.onnx: dynamic, or static "
+                                              "(calibrated on training clips)"),
+           opset: Optional[int] = typer.Option(None, min=7, help="ONNX opset (default: the exporter's)"),
+           clips: Optional[List[Path]] = typer.Option(None, help="audio files/folders/CSV lists to check parity on "
+                                                      "(default: the run's test split)"),
+           max_int8_drop: float = typer.Option(2.0, min=0, help="most test accuracy INT8 may lose, in points"),
+           force: bool = typer.Option(False, "--force", help="keep an INT8 model that loses more than that"),
+           exporter: str = typer.Option("auto", help="auto, dynamo (torch.export) or torchscript (legacy)")) -> None:
+    """Export a run to ONNX (raw waveform in, probabilities out), optionally INT8, checked against PyTorch."""
+    from earmark import api
+
+    console = make_console()
+    result = api.export(run, out, int8=int8, opset=opset, clips=clips, max_int8_drop=max_int8_drop, force=force,
+                        exporter=exporter, log=console.print)
+    for path in (result.model_path, result.int8_path):
+        if path is not None:
+            console.print(f"wrote {path}")
+    console.print(f"parity figures: {result.out_dir / 'parity.json'}")
+
+
+@app.command()
+def tune(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+         space: Optional[Path] = typer.Option(None, help="YAML search space by dotted config keys, e.g. "
+                                              "`train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}`"),
+         trials: int = typer.Option(20, min=1, help="trials the study should hold in total"),
+         seed: Optional[int] = typer.Option(None, help="sampler seed [default: the config's seed]"),
+         timeout_s: Optional[float] = typer.Option(None, min=1, help="start no new trial after this many seconds"),
+         resume: Optional[Path] = typer.Option(None, help="continue the study in runs/<name>-tune"),
+         pruner: str = typer.Option("median", help="median (stop poor trials early) or none"),
+         startup_trials: int = typer.Option(5, min=0, help="trials that run in full before pruning starts"),
+         keep: str = typer.Option("all", help="trial run folders to keep: all or best")) -> None:
+    """Search hyper-parameters with Optuna on the validation metric; writes best_config.yaml."""
+    from rich.table import Table
+
+    from earmark import api
+
+    config, overrides = _split_config_args(args)
+    console = make_console()
+    result = api.tune(config, overrides, space=space, trials=trials, seed=seed, timeout_s=timeout_s, resume=resume,
+                      pruner=pruner, startup_trials=startup_trials, keep=keep,
+                      log=lambda line: console.print(line, markup=False))
+    summary = result.summary
+    table = Table(title=f"{len(result.trials)} trials, objective: {summary['direction']} validation "
+                        f"{summary['monitor']}")
+    for column in result.trials.columns.drop(["run_dir", "last_reported", "error"], errors="ignore"):
+        table.add_column(str(column))
+    for row in result.trials.drop(columns=["run_dir", "last_reported", "error"], errors="ignore").itertuples(index=False):
+        table.add_row(*["" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(table)
+    console.print(f"best: trial {summary['best_trial']}, validation {summary['monitor']} {result.best_value:.4f}: "
+                  + ", ".join(f"{k}={v}" for k, v in result.best_params.items()))
+    console.print(f"best config: {result.best_config} (earmark train {result.best_config}); "
+                  f"report: {result.tune_dir / 'tune_report.html'}")
+
+
+
+@app.command()
+def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml / SOURCES.csv) or a preset name "
+                                                  "(see `earmark datasets`)"),
+          to: Path = typer.Option(..., "--to", help="folder to fill; nothing already in it is overwritten"),
+          rate_hz: Optional[int] = typer.Option(None, "--rate-hz", min=1, show_default=False,
+                                                help="sources list: sample rate of the WAV clips [default: 16000]"),
+          clip_s: Optional[float] = typer.Option(None, "--clip-s", min=0.01,
+                                                 help="sources list: cut each source into clips of this length"),
+          retries: int = typer.Option(3, min=0, help="extra attempts per download after a transient failure"),
+          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1, help="seconds to wait for a server"),
+          max_extract_gb: float = typer.Option(64.0, "--max-extract-gb", min=0.000001,
+                                               help="refuse archives that expand beyond this size"),
+          base_url: Optional[str] = typer.Option(None, "--base-url",
+                                                 help="preset: download <BASE_URL>/<archive> from a mirror"),
+          checksum: Optional[str] = typer.Option(None, help="preset: the archive's expected sha256:<hex> or md5:<hex>"),
+          drive_base_url: Optional[str] = typer.Option(None, "--drive-base-url",
+                                                       help="host answering Google Drive's uc?export=download "
+                                                            "(a mirror or test server)")) -> None:
+    """Download a sources list (video sites, Google Drive, HTTP files and archives) or a public data set."""
+    from earmark import api
+
+    console = make_console()
+    result = api.fetch(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, timeout_s=timeout_s,
+                       max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
+                       drive_base_url=drive_base_url, progress=True,
+                       say=lambda text: console.print(text, markup=False, highlight=False))
+    if print_fetch_result(console, result):
+        raise typer.Exit(1)
+
+
+@app.command()
+def datasets() -> None:
+    """List the data sets `earmark fetch NAME --to DIR` can download, with license, size and checksum."""
+    from earmark import api
+
+    print_datasets(api.datasets())
+
+
+def main() -> None:
+    try:
+        app()
+    except EarmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; everything already cached is kept", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""What the commands print: metrics, personalization and prediction tables, streamed windows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+
+def make_console():
+    """stdout's console: the terminal's width, or COLUMNS, or a wide fixed one when stdout is a file or pipe."""
+    from rich.console import Console
+
+    from earmark.console import output_width
+
+    return Console(stderr=False, width=output_width())
+
+
+def print_evaluation(metrics: dict, title: str = "test split") -> None:
+    """The headline table (model, majority baseline, chance), the other analyses in a line each, warnings."""
+    from rich.table import Table
+
+    from earmark.reports.markdown import summary_lines
+
+    baseline = metrics["majority_baseline"]
+    chance = f"{metrics['chance_accuracy']:.4f}" if "chance_accuracy" in metrics else ""
+    table = Table(title=f"{title} ({metrics['n_clips']} clips)")
+    for column in ("metric", "model", "majority baseline", "chance"):
+        table.add_column(column)
+    low, high = metrics["accuracy_ci95"]
+    table.add_row("accuracy", f"{metrics['accuracy']:.4f}  (95% CI {low:.3f}–{high:.3f})", f"{baseline['accuracy']:.4f}",
+                  chance)
+    table.add_row("balanced accuracy", f"{metrics['balanced_accuracy']:.4f}", f"{baseline['balanced_accuracy']:.4f}",
+                  chance)
+    table.add_row("macro F1", f"{metrics['macro_f1']:.4f}", f"{baseline['macro_f1']:.4f}", "")
+    console = make_console()
+    console.print(table)
+    for line in summary_lines(metrics):
+        console.print(line, markup=False)
+    for warning in metrics.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def print_metrics(result) -> None:
+    metrics = result.metrics
+    print_evaluation(metrics)
+    console = make_console()
+    console.print(f"test accuracy: {metrics['accuracy']:.4f}")
+    if result.personalization:
+        print_personalization(result.personalization)
+    console.print(f"trained in {result.fit_seconds:.1f} s; run directory: {result.run_dir}")
+
+
+MAX_GROUPS_PRINTED = 20
+
+
+def print_personalization(summary: dict) -> None:
+    """Before/after in a few lines: overall, per group (the largest first), and the unseen groups."""
+    console = make_console()
+
+    def share(value) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    improvement = summary["improvement"]
+    console.print(f"personalization by '{summary['group_column']}': base model {share(summary['basic_accuracy'])} "
+                  f"→ personalized {share(summary['personalized_accuracy'])}"
+                  + ("" if improvement is None else f" ({improvement:+.4f})"))
+    per_group = sorted(summary["per_group"].items(), key=lambda item: -item[1]["n_clips"])
+    for name, row in per_group[:MAX_GROUPS_PRINTED]:
+        console.print(f"  {name}: {share(row['basic_accuracy'])} → {share(row['personalized_accuracy'])} "
+                      f"({row['n_clips']} clips{'' if row['seen_in_training'] else ', unseen: base model'})")
+    if len(per_group) > MAX_GROUPS_PRINTED:
+        console.print(f"  … {len(per_group) - MAX_GROUPS_PRINTED} more in personalization.json")
+    if summary["unseen_groups"]:
+        console.print(f"unseen in training (predicted by the base model): {', '.join(summary['unseen_groups'])}")
+
+
+def print_table(frame) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row])
+    make_console().print(table)
+
+
+def print_stream(stream, out: Optional[Path]) -> None:
+    """CSV lines start_s,end_s,label,probability on stdout (flushed per window; also to `out`),
+    then the recording's label (from the mean over its windows) on stderr."""
+    import csv
+
+    handle = open(out, "w", newline="") if out is not None else None
+    writers = [csv.writer(sys.stdout)] + ([csv.writer(handle)] if handle else [])
+    try:
+        for writer in writers:
+            writer.writerow(["start_s", "end_s", "label", "probability"])
+        for row in stream:
+            for writer in writers:
+                writer.writerow([f"{row['start_s']:.3f}", f"{row['end_s']:.3f}", row["label"],
+                                 f"{row['probability']:.4f}"])
+            sys.stdout.flush()
+    finally:
+        if handle:
+            handle.close()
+    summary = stream.summary()
+    if summary["n_windows"]:
+        print(f"{summary['n_windows']} windows; recording label: {summary['label']} "
+              f"(mean probability {summary['probability']:.4f})", file=sys.stderr)
+    else:
+        print("no audio in the stream", file=sys.stderr)
+
+
+MAX_FAILURES_PRINTED = 20
+
+
+def print_fetch_result(console, result) -> bool:
+    """What `earmark fetch` got (and where the next step goes); True when some sources failed."""
+    from rich.markup import escape
+
+    if result.root is not None:
+        state = "downloaded, verified and laid out" if result.n_downloaded else "already laid out"
+        console.print(f"{result.root}: {state}")
+    else:
+        console.print(f"{result.n_sources - len({f.line for f in result.failures})} of {result.n_sources} sources "
+                      f"fetched completely ({result.n_downloaded} downloaded now, {result.n_reused} already there): "
+                      f"{result.n_clips} clips, {result.audio_s:.1f} s of audio, listed in {result.metadata}")
+    console.print("next: earmark prepare " + " ".join(result.overrides))
+    if result.failures:
+        for failure in result.failures[:MAX_FAILURES_PRINTED]:
+            console.print(f"[bold red]failed[/] line {failure.line}: {escape(failure.source)}: "
+                          f"{escape(failure.reason)}", highlight=False)
+        console.print(f"{len(result.failures)} failure(s) listed in {result.failures_file}; run the same command "
+                      f"again to retry them (finished items are skipped); a source refused for what it holds "
+                      f"fails the same way until its row is fixed or removed")
+        return True
+    return False
+
+
+def print_datasets(rows: list[dict]) -> None:
+    """The presets table of `earmark datasets`, then each one's page."""
+    from rich.table import Table
+
+    table = Table(caption="earmark fetch NAME --to DIR (checksums: sha256 of the first download is locked in "
+                          "DIR/checksums.lock, and checked against the published one where there is one)")
+    for column in ("name", "data set", "license", "size", "published checksum"):
+        table.add_column(column)
+    for row in rows:
+        published = f"{row['checksum'].split(':')[0]} ({row['checksum_source']})" if row["checksum"] else \
+            row["checksum_source"]
+        table.add_row(row["name"], row["title"], row["license"], row["size"], published)
+    console = make_console()
+    console.print(table)
+    for row in rows:
+        console.print(f"{row['name']}: {row['url']}" + (f" — {row['notes']}" if row["notes"] else ""),
+                      highlight=False)

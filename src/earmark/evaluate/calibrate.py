@@ -1,0 +1,80 @@
+"""Fitting calibration on validation logits (temperature, binary threshold, rejection) and reporting it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from earmark.config import EvaluationConfig
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def fit_calibration(logits: np.ndarray, y_true: np.ndarray, labels: Sequence[str],
+                    settings: EvaluationConfig) -> dict[str, Any]:
+    """calibration.json's content from validation logits (N, C) and class ids (N,): T minimising the NLL,
+    the rejection threshold (`settings.reject_target_*`) and, for two classes, the decision threshold."""
+    from earmark.evaluate.binary import choose_threshold, positive_index
+    from earmark.evaluate.calibration import (
+        choose_reject_threshold,
+        expected_calibration_error,
+        fit_temperature,
+        negative_log_likelihood,
+        softmax,
+    )
+
+    temperature = fit_temperature(logits, y_true) if settings.calibrate else 1.0
+    calibrated = softmax(logits, temperature)
+    fit: dict[str, Any] = {
+        "fitted": True, "n_val_clips": int(len(y_true)), "calibrated": settings.calibrate,
+        "temperature": temperature, "ece_bins": settings.ece_bins,
+        "val_nll_before": negative_log_likelihood(logits, y_true, 1.0),
+        "val_nll_after": negative_log_likelihood(logits, y_true, temperature),
+        "val_ece_before": expected_calibration_error(softmax(logits), y_true, settings.ece_bins),
+        "val_ece_after": expected_calibration_error(calibrated, y_true, settings.ece_bins),
+        "reject_threshold": 0.0, "notes": []}
+    if settings.reject_target_accuracy is not None or settings.reject_target_coverage is not None:
+        chosen = choose_reject_threshold(calibrated, y_true, settings.reject_target_accuracy,
+                                         settings.reject_target_coverage)
+        fit.update(reject_threshold=chosen["threshold"], reject_target_accuracy=settings.reject_target_accuracy,
+                   reject_target_coverage=settings.reject_target_coverage, val_coverage=chosen["coverage"],
+                   val_accuracy_on_accepted=chosen["accuracy_on_accepted"])
+        if not chosen["met"]:
+            fit["notes"].append(f"rejection off: no confidence threshold reaches accuracy "
+                                f"{settings.reject_target_accuracy} on the validation split (best: all clips at "
+                                f"{chosen['accuracy_on_accepted']:.3f}); lower evaluation.reject_target_accuracy")
+    if len(labels) == 2:
+        positive = positive_index(labels, settings.positive_label)
+        threshold, value = choose_threshold(y_true == positive, calibrated[:, positive], settings.threshold_metric)
+        fit["binary"] = {"positive_label": str(labels[positive]), "threshold": threshold,
+                         "threshold_metric": settings.threshold_metric if value is not None else "default",
+                         "val_value": value}
+    return fit
+
+
+def read_calibration(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def calibration_report(fit: dict[str, Any] | None, logits: np.ndarray, probabilities: np.ndarray,
+                       y_true: np.ndarray, predictor, n_bins: int) -> tuple[dict[str, Any] | None, dict | None]:
+    """(metrics.json's `calibration`, the reliability bins "before" and "after" for the plot): the stored
+    temperature and rejection threshold, test ECE before (T = 1, from the logits) and after (the calibrated
+    `probabilities`), test coverage and accuracy on the accepted clips. (None, None) when nothing was fitted."""
+    from earmark.evaluate.calibration import ece_of_bins, rejection_outcome, reliability_bins, softmax
+
+    if not fit or not fit.get("fitted"):
+        return None, None
+    threshold = float(predictor.module.reject_threshold_)
+    bins = {"before": reliability_bins(softmax(logits), y_true, n_bins),
+            "after": reliability_bins(probabilities, y_true, n_bins)}
+    outcome = rejection_outcome(probabilities, y_true, threshold)
+    report = {"temperature": float(predictor.module.temperature_), "ece_before": ece_of_bins(bins["before"]),
+              "ece_after": ece_of_bins(bins["after"]), "ece_bins": n_bins, "reject_threshold": threshold,
+              "test_coverage": outcome["coverage"], "test_accuracy_on_accepted": outcome["accuracy_on_accepted"],
+              "n_rejected": outcome["n_rejected"], "validation": fit}
+    return report, bins

@@ -1,0 +1,1 @@
+"""Reports: markdown, HTML and plots for runs, comparisons, cross-validation and tuning."""

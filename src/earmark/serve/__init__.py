@@ -1,0 +1,1 @@
+"""Serve: the HTTP app, request audio decoding and limits, and a small client."""

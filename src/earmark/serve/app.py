@@ -1,0 +1,270 @@
+"""The HTTP server: a FastAPI app around one predictor shared by all request threads.
+
+    POST /predict            an audio file (multipart field `file`, or the body) or raw PCM → label, top-k
+    POST /predict/timeline   long audio → one row per window, plus the aggregated label
+    GET  /labels, /health
+
+Request audio is decoded and checked in `earmark.serve_audio`; the upload cap, body reading and the
+JSON error format `{"error": "...", "detail": ...}` live in `earmark.serve_http`; here: the model
+service, the routes, request time and requests in flight.
+"""
+
+# no `from __future__ import annotations`: FastAPI reads the routes' annotations, and those name
+# classes imported inside `create_app`, so they must be evaluated where the routes are defined
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from earmark.errors import EarmarkError
+from earmark.predict.files import UNKNOWN, Windows, top_labels, window_probabilities
+from earmark.rundir import CHECKPOINTS_DIR
+from earmark.serve.audio import AudioRequest, RequestError, ServeLimits, decode_encoded, decode_pcm
+
+WINDOW_BATCH = 64  # windows predicted at once: bounds memory for long recordings
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
+@dataclass
+class ModelService:
+    """The predictor and what /health reports about it; `predict_*` run in the inference threads."""
+
+    predictor: Any  # .labels, .contract, .predict_waves(waves (N, n_samples)) -> (N, C), .reject_threshold
+    limits: ServeLimits
+    model_name: str
+    model_path: str
+    started_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def reject_threshold(self) -> float:
+        return float(getattr(self.predictor, "reject_threshold", 0.0) or 0.0)
+
+    def decode(self, request: AudioRequest) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n,) float32 at the model's rate, and what the response says about the input."""
+        max_s, model_rate_hz = self.limits.max_duration_s, self.predictor.contract.sample_rate_hz
+        if request.pcm:
+            return decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels, max_s,
+                              model_rate_hz)
+        return decode_encoded(request.data, max_s, model_rate_hz)
+
+    def _window_probabilities(self, wave: np.ndarray, windows: Windows, deadline: float) -> tuple[np.ndarray,
+                                                                                                  np.ndarray]:
+        """(n_windows,) start samples and (n_windows, C) probabilities of the windows over `wave (n,)`; refuses
+        more than `limits.max_windows` windows, and stops between batches once `deadline` has passed."""
+        from earmark.data.audio import chunk_starts
+
+        n_windows = len(chunk_starts(len(wave), windows.window, windows.hop))
+        if n_windows > self.limits.max_windows:
+            raise RequestError(422, "too many windows", f"{n_windows} windows; at most {self.limits.max_windows} "
+                                                        f"per request: use a larger hop_s or a shorter excerpt")
+
+        def check_deadline() -> None:
+            if time.monotonic() > deadline:  # the client has had its 504; stop spending the pool on it
+                raise RequestError(504, "request timed out", "abandoned after the request timeout")
+
+        starts, probabilities = window_probabilities(self.predictor, wave, windows, WINDOW_BATCH,
+                                                     before_batch=check_deadline)
+        return starts, probabilities.astype(np.float64)
+
+    def _top(self, probabilities: np.ndarray, top_k: int) -> dict[str, Any]:
+        """(C,) probabilities → label ('unknown' below the reject threshold), probability, top_k."""
+        labels = self.predictor.labels
+        order = np.argsort(-probabilities)[:max(1, min(top_k, len(labels)))]
+        (label,), _ = top_labels(probabilities[None, :], labels, self.reject_threshold)
+        best = float(probabilities[order[0]])
+        return {"label": label, "probability": round(best, 6),
+                "rejected": bool(self.reject_threshold > 0 and best < self.reject_threshold),
+                "top_k": [{"label": labels[i], "probability": round(float(probabilities[i]), 6)} for i in order]}
+
+    def predict(self, request: AudioRequest, top_k: int, deadline: float = float("inf")) -> dict[str, Any]:
+        """One label for the whole input, fitted to the model's clip as `earmark predict` does: padded or
+        cropped, or (a model trained with data.clip=chunk) the mean over its windows."""
+        from earmark.data.audio import fit_length
+
+        contract = self.predictor.contract
+        wave, info = self.decode(request)
+        windows = Windows.for_contract(contract, None, None)
+        if windows is None:
+            clip = fit_length(wave, contract.n_samples, contract.clip)  # (1, n_samples)
+            probabilities = np.asarray(self.predictor.predict_waves(clip), dtype=np.float64)
+        else:
+            _, probabilities = self._window_probabilities(wave, windows, deadline)
+        return {**self._top(probabilities.mean(axis=0), top_k), **info, "n_windows": len(probabilities),
+                "model": self.model_name}
+
+    def timeline(self, request: AudioRequest, top_k: int, chunk_s: Optional[float], hop_s: Optional[float],
+                 deadline: float = float("inf")) -> dict[str, Any]:
+        """A row per window of `chunk_s` every `hop_s` (default: the model's clip, and its chunk hop), and
+        the label of the whole input from the mean of the windows' probabilities."""
+        contract = self.predictor.contract
+        if chunk_s is None:
+            chunk_s, hop_s = contract.duration_s, hop_s or contract.chunk_hop_s
+        hop_s = hop_s or chunk_s
+        try:
+            windows = Windows.for_contract(contract, chunk_s, hop_s)
+        except EarmarkError as exc:
+            raise RequestError(422, "invalid window", str(exc)) from None
+        wave, info = self.decode(request)
+        starts, probabilities = self._window_probabilities(wave, windows, deadline)
+        names, top = top_labels(probabilities, self.predictor.labels, self.reject_threshold)
+        rows = []
+        for start, name, probability in zip(starts, names, top):
+            start_s, end_s = windows.row_times(int(start), len(wave))
+            rows.append({"start_s": start_s, "end_s": end_s, "label": name,
+                         "probability": round(float(probability), 6)})
+        return {**self._top(probabilities.mean(axis=0), top_k), **info, "chunk_s": chunk_s, "hop_s": hop_s,
+                "n_windows": len(rows), "windows": rows, "model": self.model_name}
+
+    def health(self) -> dict[str, Any]:
+        contract = self.predictor.contract
+        limits = self.limits
+        return {"status": "ok", "model": self.model_name, "model_path": self.model_path,
+                "backend": "onnx" if self.model_path.endswith(".onnx") else "torch",
+                "sample_rate_hz": contract.sample_rate_hz, "clip_s": contract.duration_s, "clip": contract.clip,
+                "n_labels": len(self.predictor.labels), "reject_threshold": self.reject_threshold,
+                "uptime_s": round(time.monotonic() - self.started_s, 3),
+                "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_duration_s": limits.max_duration_s,
+                           "request_timeout_s": limits.request_timeout_s, "max_concurrent": limits.max_concurrent,
+                           "max_pending": limits.max_pending, "max_windows": limits.max_windows}}
+
+
+def load_model(model: str | Path, threads: Optional[int] = None):
+    """A run directory or .ckpt (torch) or a model.onnx (onnxruntime) → its predictor."""
+    from earmark.predict.torch_predictor import load_predictor
+
+    model = Path(model)
+    if not model.exists():
+        raise EarmarkError(f"model not found: {model} (give a run directory such as runs/<name>, a .ckpt or a "
+                           f"model.onnx from `earmark export`)")
+    return load_predictor(model, threads=threads)
+
+
+def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: str = "model",
+               model_path: str = ""):
+    """The FastAPI app for `predictor` (anything with .labels, .contract and .predict_waves)."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Query, Request
+
+    from earmark.serve.http import UploadLimit, install_error_handlers, read_audio_request
+
+    service = ModelService(predictor, limits, model_name, model_path)
+    executor = ThreadPoolExecutor(max_workers=limits.max_concurrent, thread_name_prefix="earmark-inference")
+    in_flight = [0]  # requests between arrival and response; only the event loop's thread touches it
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="earmark", summary=f"audio classifier {model_name}", lifespan=lifespan)
+    app.add_middleware(UploadLimit, max_bytes=limits.max_upload_bytes)
+    install_error_handlers(app)
+    app.state.service = service
+
+    async def run_limited(request: Request, job: Callable[[AudioRequest, float], dict], *pcm_query) -> dict:
+        """Read the body, then decode and predict in the inference pool, all within one request timeout.
+
+        A request counts as in flight until its work has really finished: after a 504 the work already
+        running goes on (it stops at its next window batch), and it still takes a place of max_pending."""
+        if in_flight[0] >= limits.max_pending:
+            raise RequestError(503, "server busy", f"{in_flight[0]} requests in flight; retry shortly")
+        in_flight[0] += 1
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + limits.request_timeout_s
+        work = None
+
+        def release() -> None:
+            in_flight[0] -= 1
+
+        try:
+            try:
+                audio = await asyncio.wait_for(read_audio_request(request, *pcm_query), limits.request_timeout_s)
+            except asyncio.TimeoutError:
+                raise RequestError(408, "upload too slow", f"the body did not arrive within "
+                                                           f"{limits.request_timeout_s:g} s") from None
+            work = executor.submit(job, audio, deadline)
+            work.add_done_callback(lambda _: _call_soon(loop, release))
+            try:  # on timeout the waiting is cancelled, and with it the work if it has not started
+                return await asyncio.wait_for(asyncio.wrap_future(work), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise RequestError(504, "request timed out", f"decoding and prediction took longer than "
+                                   f"{limits.request_timeout_s:g} s (the server's --request-timeout-s)") from None
+        finally:
+            if work is None:
+                release()
+
+    @app.post("/predict", summary="label one audio file or PCM buffer")
+    async def predict(request: Request, top_k: int = Query(3, ge=1, le=1000), rate_hz: Optional[int] = None,
+                      sample_format: Optional[str] = Query(None, alias="format"),
+                      channels: Optional[int] = None) -> dict:
+        return await run_limited(request, lambda audio, deadline: service.predict(audio, top_k, deadline), rate_hz,
+                                 sample_format, channels)
+
+    @app.post("/predict/timeline", summary="label each window of long audio")
+    async def timeline(request: Request, top_k: int = Query(3, ge=1, le=1000),
+                       chunk_s: Optional[float] = Query(None, gt=0, le=3600),
+                       hop_s: Optional[float] = Query(None, gt=0, le=3600), rate_hz: Optional[int] = None,
+                       sample_format: Optional[str] = Query(None, alias="format"),
+                       channels: Optional[int] = None) -> dict:
+        return await run_limited(request, lambda audio, deadline: service.timeline(audio, top_k, chunk_s, hop_s,
+                                                                                   deadline),
+                                 rate_hz, sample_format, channels)
+
+    @app.get("/labels", summary="the labels the model predicts")
+    async def labels() -> dict:
+        return {"labels": list(predictor.labels), "reject_label": UNKNOWN if service.reject_threshold else None}
+
+    @app.get("/health", summary="model, input contract, limits, uptime")
+    async def health() -> dict:
+        return service.health()
+
+    return app
+
+
+def _call_soon(loop, callback) -> None:
+    """Run `callback` on the event loop's thread, from any thread; nothing once the loop has closed."""
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:
+        pass
+
+
+def model_name(model: str | Path) -> str:
+    """runs/tones → 'tones'; runs/tones/model.onnx → 'tones/model.onnx';
+    runs/tones/checkpoints/best.ckpt → 'tones/best.ckpt'."""
+    model = Path(model).resolve()
+    if model.is_dir():
+        return model.name
+    run_dir = model.parent.parent if model.parent.name == CHECKPOINTS_DIR else model.parent
+    return f"{run_dir.name}/{model.name}"
+
+
+def create_app_for(model: str | Path, limits: ServeLimits, threads: Optional[int] = None):
+    """The app serving the run, checkpoint or .onnx at `model`."""
+    return create_app(load_model(model, threads), limits, model_name=model_name(model), model_path=str(model))
+
+
+def check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise EarmarkError(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port or --host") from None
+
+
+def run_server(model: str | Path, host: str, port: int, limits: ServeLimits, threads: Optional[int] = None,
+               log_level: str = "info") -> None:
+    """Load the model and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    if log_level not in LOG_LEVELS:
+        raise EarmarkError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {log_level!r}")
+    check_port_free(host, port)
+    uvicorn.run(create_app_for(model, limits, threads), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -1,0 +1,170 @@
+"""Request audio for the HTTP server: bytes in (an encoded file or raw PCM), checked against the limits,
+mono float32 at the model's rate out. Torch-free and web-framework-free; every refusal is a `RequestError`.
+
+    decode_encoded(data, max_duration_s, model_rate_hz)                 -> (n,) float32, info
+    decode_pcm(data, rate_hz, sample_format, channels, max_duration_s,
+               model_rate_hz)                                            -> (n,) float32, info
+
+info = {duration_s, sample_rate_hz, channels} of the audio as sent. Audio is mixed to mono and
+resampled block by block as it is read, so a request never holds more than the model-rate result
+and one block: a small FLAC of many channels at a high rate cannot make gigabytes of samples.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+
+from earmark.data.audio import PCM_FORMATS, pcm_to_float
+from earmark.errors import EarmarkError
+
+MIN_RATE_HZ = 1_000  # below this no classifier here has anything to hear
+MAX_RATE_HZ = 384_000  # the highest rate real audio interfaces record
+MAX_CHANNELS = 64
+DECODE_BLOCK_FRAMES = 65536  # frames read, mixed and resampled at a time
+ENCODED_FORMATS = "WAV, FLAC, OGG or MP3"
+
+
+@dataclass(frozen=True)
+class AudioRequest:
+    """What a request sent: the body and, for raw PCM, how to read it."""
+
+    data: bytes
+    pcm: bool = False
+    rate_hz: int | None = None
+    sample_format: str = "s16le"
+    channels: int = 1
+
+
+class RequestError(Exception):
+    """A request the server refuses: HTTP `status_code`, a short `error`, and a `detail` that says the fix."""
+
+    def __init__(self, status_code: int, error: str, detail: Any = None):
+        super().__init__(f"{status_code} {error}: {detail}")
+        self.status_code = status_code
+        self.error = error
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may cost; every field is a CLI option of `earmark serve` or has a safe default."""
+
+    max_upload_bytes: int = 20 * 2**20
+    max_duration_s: float = 600.0
+    request_timeout_s: float = 30.0
+    max_concurrent: int = 4  # requests decoded and predicted at once (threads of the inference pool)
+    max_pending: int = 64  # requests in flight before new ones are refused with 503
+    max_windows: int = 10_000  # windows one timeline may hold
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_duration_s", "request_timeout_s", "max_concurrent", "max_pending",
+                     "max_windows"):
+            value = getattr(self, name)
+            if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
+                raise EarmarkError(f"serve limit {name} must be a positive number; got {value!r}")
+
+    @classmethod
+    def from_options(cls, max_upload_mb: float = 20.0, max_duration_s: float = 600.0,
+                     request_timeout_s: float = 30.0, **others: int) -> "ServeLimits":
+        """The CLI's units: megabytes (MiB) for the upload size."""
+        if not max_upload_mb > 0:
+            raise EarmarkError(f"--max-upload-mb must be positive; got {max_upload_mb!r}")
+        return cls(max_upload_bytes=int(max_upload_mb * 2**20), max_duration_s=float(max_duration_s),
+                   request_timeout_s=float(request_timeout_s), **others)
+
+
+def check_rate(rate_hz: int | None, what: str) -> int:
+    if rate_hz is None or not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ:
+        raise RequestError(422, "unsupported sample rate",
+                           f"{what} is {rate_hz} Hz; allowed: {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz")
+    return int(rate_hz)
+
+
+def _check_channels(channels: int | None, what: str) -> int:
+    if channels is None or not 1 <= channels <= MAX_CHANNELS:
+        raise RequestError(422, "unsupported channel count", f"{what} is {channels}; allowed: 1 to {MAX_CHANNELS}")
+    return int(channels)
+
+
+def _check_duration(n_frames: int, rate_hz: int, max_duration_s: float) -> None:
+    duration_s = n_frames / rate_hz
+    if duration_s > max_duration_s:
+        raise RequestError(413, "audio too long", f"{duration_s:.1f} s of audio; the limit is {max_duration_s:g} s "
+                                                  f"(the server's --max-duration-s); send a shorter excerpt")
+
+
+def _model_rate_mono(blocks: Iterable[np.ndarray], rate_hz: int, model_rate_hz: int) -> tuple[np.ndarray, int]:
+    """Blocks (n_i, channels) at `rate_hz` → ((n,) float32 mono at `model_rate_hz`, frames read)."""
+    from earmark.predict.streaming import MonoResampler
+
+    resampler = MonoResampler(rate_hz, model_rate_hz)
+    pieces, n_frames = [], 0
+    for block in blocks:
+        if not np.isfinite(block).all():
+            raise RequestError(400, "invalid samples", "the audio contains NaN or infinite samples")
+        n_frames += len(block)
+        pieces.append(resampler(block))
+    pieces.append(resampler(np.zeros((0, 1), dtype=np.float32), last=True))
+    if n_frames == 0:
+        raise RequestError(400, "empty audio", "the audio holds 0 samples")
+    return np.ascontiguousarray(np.concatenate(pieces), dtype=np.float32), n_frames
+
+
+def _info(n_frames: int, rate_hz: int, channels: int) -> dict[str, Any]:
+    return {"duration_s": round(n_frames / rate_hz, 4), "sample_rate_hz": rate_hz, "channels": channels}
+
+
+def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """An encoded file's bytes → (n,) float32 mono at `model_rate_hz`, and what was sent (see the module).
+
+    The header's length and rate are checked before anything is decoded, and at most `max_duration_s`
+    (plus one frame) is ever read, so a header that lies about its length cannot exhaust memory.
+    """
+    import soundfile as sf
+
+    if not data:
+        raise RequestError(400, "empty body", f"send an audio file ({ENCODED_FORMATS}) or raw PCM with rate_hz")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as audio_file:
+            rate_hz = check_rate(audio_file.samplerate, "the file's sample rate")
+            channels = _check_channels(audio_file.channels, "the file's channel count")
+            if audio_file.frames > 0:
+                _check_duration(audio_file.frames, rate_hz, max_duration_s)
+            max_frames = int(math.ceil(max_duration_s * rate_hz))
+            blocks = audio_file.blocks(DECODE_BLOCK_FRAMES, frames=max_frames + 1, dtype="float32", always_2d=True)
+            wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz)
+    except sf.LibsndfileError as exc:
+        raise RequestError(415, "cannot decode the audio",
+                           f"{exc.error_string.rstrip('.')}; send {ENCODED_FORMATS}, or raw PCM as "
+                           f"application/octet-stream with ?rate_hz=&format=") from None
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        raise RequestError(400, "corrupt audio", f"decoding failed: {exc}") from None
+    _check_duration(n_frames, rate_hz, max_duration_s)
+    return wave, _info(n_frames, rate_hz, channels)
+
+
+def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: int, max_duration_s: float,
+               model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Raw interleaved little-endian PCM → (n,) float32 mono at `model_rate_hz`, and what was sent."""
+    if sample_format not in PCM_FORMATS:
+        raise RequestError(422, "unsupported PCM format",
+                           f"format is {sample_format!r}; allowed: {', '.join(PCM_FORMATS)}")
+    rate_hz = check_rate(rate_hz, "rate_hz")
+    channels = _check_channels(channels, "channels")
+    frame_bytes = PCM_FORMATS[sample_format][0].itemsize * channels
+    if not data:
+        raise RequestError(400, "empty body", "the request body holds no PCM samples")
+    if len(data) % frame_bytes:
+        raise RequestError(400, "truncated PCM", f"the body has {len(data)} bytes, not a multiple of one frame "
+                                                 f"({frame_bytes} bytes: {channels} channel(s) of {sample_format})")
+    n_frames = len(data) // frame_bytes
+    _check_duration(n_frames, rate_hz, max_duration_s)
+    step = DECODE_BLOCK_FRAMES * frame_bytes
+    blocks = (pcm_to_float(data[start:start + step], sample_format, channels) for start in range(0, len(data), step))
+    wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz)
+    return wave, _info(n_frames, rate_hz, channels)

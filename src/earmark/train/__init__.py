@@ -1,0 +1,1 @@
+"""Train: the LightningModule, trainer assembly, checkpoints, losses, optimisers and the personalization phase."""

@@ -1,0 +1,93 @@
+"""A run's plan: every decision about a run, resolved once from the config (then the data) and handed down.
+
+`plan_model` answers what can be known before decoding a file (the registry entry, whether the model
+takes groups, its personalization settings) and checks the config; `plan_run` adds what the data
+decides (the input contract, class weights, the training split's groups and each clip's group id,
+whether there is a validation split). Stages receive these answers; none asks the config again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from earmark.config import Config
+from earmark.contract import InputContract
+from earmark.models.registry import ModelEntry
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    config: Config
+    entry: ModelEntry
+    personalization: Any | None  # PersonalizedSettings of a model that takes groups, else None
+
+    @property
+    def uses_groups(self) -> bool:
+        return self.entry.needs_groups
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    model: ModelPlan
+    contract: InputContract
+    class_weights: list[float] | None
+    groups: list[str] | None  # the training split's groups: they name the group embeddings
+    group_ids: dict[str, np.ndarray] | None  # per split, an int64 group id per clip (-1: none)
+    has_validation: bool
+    steps_per_epoch: int
+
+    @property
+    def config(self) -> Config:
+        return self.model.config
+
+
+def plan_model(config: Config) -> ModelPlan:
+    """Check everything that can be checked before decoding a single file, and decide the model's side."""
+    from earmark.features import build_frontend
+    from earmark.models.registry import check_model_config
+
+    entry = check_model_config(config.model.name, config.model.params, config.features.kind)
+    build_frontend(config.features, config.data.sample_rate_hz)
+    settings = None
+    if entry.needs_groups:
+        from earmark.train.optim import check_schedule
+        from earmark.train.personalization import adaptation_config, settings_for
+
+        settings = settings_for(config)
+        check_schedule(adaptation_config(config, settings).train)
+    return ModelPlan(config, entry, settings)
+
+
+def check_groups(plan: ModelPlan, items) -> list[str] | None:
+    """The training split's groups of a model that takes groups (an error when there are none); else None."""
+    if not plan.uses_groups:
+        return None
+    from earmark.train.personalization import check_group_column
+
+    return check_group_column(plan.personalization, plan.config.model.name, items)
+
+
+def plan_run(plan: ModelPlan, prepared, overfit: bool = False) -> RunPlan:
+    """The data's decisions for one run of `plan` on `prepared` (its splits as they are)."""
+    from earmark.train.losses import class_weights
+
+    config = plan.config
+    groups = check_groups(plan, prepared.items)
+    group_ids = None
+    if groups is not None:
+        from earmark.train.personalization import split_group_ids
+
+        group_ids = split_group_ids(prepared.items, plan.personalization.group_column, groups)
+    contract = InputContract(sample_rate_hz=config.data.sample_rate_hz, duration_s=config.data.duration_s,
+                             clip=config.data.clip, chunk_hop_s=config.data.chunk_hop_s,
+                             labels=tuple(prepared.labels), features=config.features.model_dump())
+    weights = class_weights(config.train.class_weights, prepared.labels, prepared.targets("train"))
+    n_train = len(prepared.rows("train"))
+    return RunPlan(plan, contract, weights, groups, group_ids,
+                   has_validation=len(prepared.rows("val")) > 0 and not overfit,
+                   steps_per_epoch=1 if overfit else -(-n_train // config.train.batch_size))
