@@ -24,6 +24,8 @@ MEL_LINEAR_HZ_PER_MEL = 200.0 / 3
 MEL_LOG_START_HZ = 1000.0
 MEL_LOG_START_MEL = MEL_LOG_START_HZ / MEL_LINEAR_HZ_PER_MEL  # 15 mels
 MEL_LOG_STEP = math.log(6.4) / 27.0
+HTK_MEL_FACTOR = 2595.0  # HTK mel scale: mel = 2595 * log10(1 + f / 700), no linear part
+HTK_MEL_BREAK_HZ = 700.0
 AMIN = 1e-10  # power floor before log10: silence reads -100 dB, never -inf
 MIN_STD = 1e-3  # a bin that never varies on the training split would otherwise divide by ~0
 
@@ -55,6 +57,25 @@ def mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float
     falling = ramps[2:] / widths_hz[1:, None]
     weights = torch.minimum(rising, falling).clamp(min=0)  # (n_mels, n_freqs)
     weights = weights * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # equal area per band
+    return weights.T.contiguous().float()
+
+
+def htk_mel_filterbank(sample_rate_hz: int, n_fft: int, n_mels: int, f_min_hz: float = 0.0,
+                       f_max_hz: float | None = None) -> torch.Tensor:
+    """(n_fft // 2 + 1, n_mels) float32 triangular filters on the HTK mel scale (2595 log10(1 + f / 700)),
+    each band's weights summing to 1: `librosa.filters.mel(htk=True, norm=1)`."""
+    f_max_hz = sample_rate_hz / 2 if f_max_hz is None else f_max_hz
+    fft_hz = torch.linspace(0, sample_rate_hz / 2, n_fft // 2 + 1, dtype=torch.float64)  # (n_freqs,)
+    mel_min, mel_max = (HTK_MEL_FACTOR * math.log10(1.0 + f / HTK_MEL_BREAK_HZ) for f in (f_min_hz, f_max_hz))
+    mels = torch.linspace(mel_min, mel_max, n_mels + 2, dtype=torch.float64)
+    edges_hz = HTK_MEL_BREAK_HZ * (10.0 ** (mels / HTK_MEL_FACTOR) - 1.0)  # (n_mels + 2,) lower, centre, upper
+    widths_hz = edges_hz.diff()  # (n_mels + 1,)
+    ramps = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freqs)
+    rising = -ramps[:-2] / widths_hz[:-1, None]
+    falling = ramps[2:] / widths_hz[1:, None]
+    weights = torch.minimum(rising, falling).clamp(min=0)  # (n_mels, n_freqs)
+    sums = weights.sum(dim=1, keepdim=True)
+    weights = weights / torch.where(sums > 0, sums, torch.ones_like(sums))  # an empty band stays all zero
     return weights.T.contiguous().float()
 
 

@@ -1,0 +1,94 @@
+"""aisfx embedding throughput on the CPU: PyTorch eager, against ONNX Runtime and real time in the same run.
+
+For 1-s and 5-s clips (44.1 kHz, random noise) in batches of --batch, on --threads threads, prints
+
+    clips/s      AisfxEmbedder(wave) -> (B, 1024), front-end included; best of --rounds timed batches
+    x real time  seconds of audio embedded per second of compute
+    front-end    the share of the time spent in the log-mel front-end (the rest is the CNN)
+    ONNX / torch the same batches through the dynamo-exported ONNX graph in onnxruntime (ratio: higher
+                 is faster than torch)
+
+A 1-s clip costs one whole 100-frame block (2.3 s; it is padded), a 5-s clip three.
+
+    python benchmarks/aisfx_embed_speed.py [--batch 32] [--threads 2] [--rounds 3] [--no-onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from earmark.models.aisfx import AisfxEmbedder, load_aisfx_weights
+from earmark.models.aisfx_frontend import SAMPLE_RATE_HZ
+
+DURATIONS_S = (1.0, 5.0)
+
+
+def best_seconds(fn, rounds: int) -> float:
+    fn()  # warm-up: allocator, oneDNN kernels
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def onnx_session(embedder: AisfxEmbedder, path: Path, threads: int):
+    import onnxruntime as ort
+
+    dims = {"wave": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("samples", min=1)}}
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        program = torch.onnx.export(embedder, (torch.randn(2, 6 * SAMPLE_RATE_HZ),), None, input_names=["wave"],
+                                    output_names=["embedding"], dynamic_shapes=dims, dynamo=True, verbose=False)
+        logging.disable(logging.NOTSET)
+    program.save(str(path), external_data=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-onnx", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    embedder = load_aisfx_weights(AisfxEmbedder()).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        session = None if args.no_onnx else onnx_session(embedder, Path(tmp) / "aisfx.onnx", args.threads)
+        print(f"aisfx embeddings, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
+              f"best of {args.rounds}")
+        print(f"{'clip':>6} {'blocks':>6} {'clips/s':>9} {'x real time':>11} {'front-end':>9} {'ONNX clips/s':>12} "
+              f"{'ONNX / torch':>12}")
+        for duration_s in DURATIONS_S:
+            wave = torch.randn(args.batch, int(duration_s * SAMPLE_RATE_HZ), generator=torch.Generator().manual_seed(0))
+            with torch.inference_mode():
+                n_blocks = embedder.frontend(wave[:1]).shape[1]
+                total = best_seconds(lambda: embedder(wave), args.rounds)
+                frontend = best_seconds(lambda: embedder.frontend(wave), args.rounds)
+            clips_per_s = args.batch / total
+            line = (f"{duration_s:>5g}s {n_blocks:>6} {clips_per_s:>9.1f} {clips_per_s * duration_s:>11.1f} "
+                    f"{frontend / total:>9.1%}")
+            if session is not None:
+                feed = {"wave": wave.numpy()}
+                onnx_clips_per_s = args.batch / best_seconds(lambda: session.run(None, feed), args.rounds)
+                line += f" {onnx_clips_per_s:>12.1f} {onnx_clips_per_s / clips_per_s:>12.2f}"
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
