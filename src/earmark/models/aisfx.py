@@ -83,11 +83,13 @@ class AisfxEmbedder(nn.Module):
     a clip shorter than one block (2.3 s) is padded with silence. Clips in one batch share a length, so
     a batch of different-length clips is zero-padded by the caller, which adds silent blocks to the
     shorter ones; embed them one by one where that matters. Call `load_aisfx_weights` before use.
+    peak_normalize: see `AisfxFrontEnd` (True: the package's librosa path; False: the paper's level-keeping
+    essentia features).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, peak_normalize: bool = True) -> None:
         super().__init__()
-        self.frontend = AisfxFrontEnd()
+        self.frontend = AisfxFrontEnd(peak_normalize)
         self.net = AisfxNet()
 
     def block_embeddings(self, wave: torch.Tensor) -> torch.Tensor:

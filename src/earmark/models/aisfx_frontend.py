@@ -10,6 +10,11 @@ Follows the `aisfx` 0.1.2 package's librosa path (`aisfx/spectrogram/spectrogram
     100-frame blocks (2.32 s), hop 50 frames    a trailing partial block is dropped; a clip shorter than
                                                 one block is padded with zero (silent) frames to one block
 
+Peak normalisation is what the package's librosa path does, and the default here. The paper's features
+(the package's default, essentia path: `EasyLoader`, no normalisation) keep the file's own level; with
+`peak_normalize=False` this front-end matches those log-mels to ~1e-4 on average (max 3e-2: essentia
+resamples and warps its mel weights a little differently, and emits one more, partial, last frame).
+
 Resampling to 44.1 kHz is not part of the graph: decode and resample before (the package used
 `librosa.load(sr=44100)`). The package's librosa path hands `blocking` a (mels, frames) array, which
 blocks along the mel axis; the blocks here are (frames, mels), as its essentia path (the paper's) gives
@@ -67,17 +72,20 @@ class AisfxFrontEnd(nn.Module):
 
     n_blocks = 1 + max(0, frames - 100) // 50 with frames = 1 + samples // 1024. The DFT basis and the
     mel filters are rebuilt from the constants, so they are non-persistent buffers (no state_dict keys).
+    peak_normalize: scale each clip to a peak of 1 first (the package's librosa path); False keeps the
+    clip's level, as the paper's essentia features did.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, peak_normalize: bool = True) -> None:
         super().__init__()
+        self.peak_normalize = peak_normalize
         self.register_buffer("dft", dft_basis(N_FFT, WIN_LENGTH), persistent=False)  # (2 * 1025, 1, 2048)
         mel = htk_mel_filterbank(SAMPLE_RATE_HZ, N_FFT, N_MELS, F_MIN_HZ, F_MAX_HZ)  # (1025, 96)
         self.register_buffer("mel", mel, persistent=False)
 
     def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, frames, 96) normalised log-mel frames, before blocking."""
-        wave = peak_normalize(wave.float())
+        wave = peak_normalize(wave.float()) if self.peak_normalize else wave.float()
         power = power_spectrogram(wave, self.dft, N_FFT, HOP_LENGTH)  # (B, 1025, frames)
         mel = torch.matmul(power.transpose(1, 2), self.mel)  # (B, frames, 96)
         return torch.log10(LOG_SCALE * mel + 1.0) / LOG_MAX
