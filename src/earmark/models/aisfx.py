@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earmark.errors import EarmarkError
-from earmark.models.aisfx_frontend import BLOCK_FRAMES, N_MELS, AisfxFrontEnd
+from earmark.models.aisfx_frontend import AisfxFrontEnd
 
 WEIGHTS_PATH = Path(__file__).parent / "pretrained" / "aisfx.safetensors"
 AISFX_SHA256 = "a61dedf17e73c23e2987229d953ee4eeead9dc2428d596fc1087ae2a51241802"  # of WEIGHTS_PATH

@@ -29,6 +29,7 @@ MODEL_MODULES = (
     "earmark.models.transformer",
     "earmark.models.ssl",
     "earmark.models.personalized",
+    "earmark.models.embedding",
 )
 BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 
@@ -41,6 +42,7 @@ class ModelEntry:
     description: str
     pretrained: Optional[str] = None  # where `pretrained: true` weights come from; None: none exist
     needs_groups: bool = False  # forward(x, groups) with a group id per clip (speaker-personalised models)
+    sample_rate_hz: Optional[int] = None  # the only rate a pretrained backbone takes (None: any)
 
     def param_names(self) -> list[str]:
         return [p for p in inspect.signature(self.builder).parameters if p not in BUILDER_ARGUMENTS]
@@ -58,11 +60,12 @@ class ModelRegistry:
         self._families: dict[str, ModelEntry] = {}  # "timm:" → builder(variant=...)
 
     def register(self, name: str, *, input_kind: InputKind, description: str, pretrained: Optional[str] = None,
-                 needs_groups: bool = False) -> Callable:
+                 needs_groups: bool = False, sample_rate_hz: Optional[int] = None) -> Callable:
         def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
             if name in self._entries:
                 raise ValueError(f"model '{name}' is registered twice")
-            self._entries[name] = ModelEntry(name, builder, input_kind, description, pretrained, needs_groups)
+            self._entries[name] = ModelEntry(name, builder, input_kind, description, pretrained, needs_groups,
+                                             sample_rate_hz)
             return builder
 
         return decorator
@@ -149,7 +152,7 @@ def describe_models(n_classes: int = 10) -> list[dict[str, Any]]:
         except EarmarkError as exc:  # a model that needs settings to build says so in the listing
             n_params = None
             entry = ModelEntry(entry.name, entry.builder, entry.input_kind, f"{entry.description} ({exc})",
-                               entry.pretrained, entry.needs_groups)
+                               entry.pretrained, entry.needs_groups, entry.sample_rate_hz)
         rows.append({"name": entry.name, "input": entry.input_kind, "parameters": n_params,
                      "pretrained": entry.pretrained or "no", "description": entry.description,
                      "params": entry.param_defaults(), "needs_groups": entry.needs_groups})

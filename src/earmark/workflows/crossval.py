@@ -94,7 +94,7 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         raise EarmarkError("cross_validate needs a config, or resume=<an earlier CV folder>")
     else:
         plan = make_plan(config, **requested)
-    plan_model(config)
+    config = plan_model(config).config  # with the model's requirements (a backbone's sample rate)
     # a fresh CV folder is made only once the folds are known to work: until then no report is written
     items, labels, cache = decode_items(config, cv_dir if resume is not None else None, strict=strict,
                                         progress=config.train.progress)

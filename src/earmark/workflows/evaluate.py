@@ -45,12 +45,13 @@ def store_calibration(path: Path, checkpoint: dict[str, Any], predictor, tempera
 
 
 def fit_on_validation(run_dir: Path, val_items: pd.DataFrame, waves: np.ndarray, labels: Sequence[str],
-                      settings: EvaluationConfig):
+                      settings: EvaluationConfig, predictor_type=None):
     """Fit calibration and thresholds on the validation clips' logits (`fit_calibration`), store T and the
     rejection threshold in best.ckpt (read once, written once) and write calibration.json.
 
     Returns best.ckpt's calibrated `Predictor`, for the evaluation that follows; None without validation
-    clips (nothing is fitted and calibration.json says why)."""
+    clips (nothing is fitted and calibration.json says why). predictor_type: a `Predictor` subclass whose
+    inputs are the rows of `waves` (a probe's cached embeddings instead of audio)."""
     import torch
 
     from earmark.data.labels import class_ids
@@ -66,7 +67,7 @@ def fit_on_validation(run_dir: Path, val_items: pd.DataFrame, waves: np.ndarray,
         return None
     path = find_checkpoint(run_dir, "best")
     checkpoint, module = read_checkpoint(path)
-    predictor = Predictor(module, "cuda" if torch.cuda.is_available() else "cpu")
+    predictor = (predictor_type or Predictor)(module, "cuda" if torch.cuda.is_available() else "cpu")
     logits, _ = predict_item_logits(predictor, val_items, waves)
     fit = fit_calibration(logits, class_ids(val_items["label"], labels), labels, settings)
     store_calibration(path, checkpoint, predictor, fit["temperature"], fit["reject_threshold"])

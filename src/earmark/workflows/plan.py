@@ -46,11 +46,34 @@ class RunPlan:
         return self.model.config
 
 
+def with_model_requirements(config: Config) -> Config:
+    """A pretrained backbone takes raw audio at its own rate: `features.kind` and `data.sample_rate_hz` follow
+    it where the config leaves them at their defaults; a different explicit choice is an error."""
+    from earmark.config import DataConfig, FeaturesConfig
+    from earmark.errors import EarmarkError
+    from earmark.models.registry import MODELS
+
+    entry = MODELS.entry(config.model.name)
+    if entry.sample_rate_hz is None:
+        return config
+    updates = {}
+    if config.data.sample_rate_hz != entry.sample_rate_hz:
+        if config.data.sample_rate_hz != DataConfig.model_fields["sample_rate_hz"].default:
+            raise EarmarkError(f"model '{entry.name}' takes audio at {entry.sample_rate_hz} Hz; set "
+                               f"data.sample_rate_hz={entry.sample_rate_hz} (or leave it unset)")
+        updates["data"] = config.data.model_copy(update={"sample_rate_hz": entry.sample_rate_hz})
+    if config.features.kind != "waveform" and config.features.kind == FeaturesConfig.model_fields["kind"].default:
+        updates["features"] = config.features.model_copy(update={"kind": "waveform"})
+    return config.model_copy(update=updates) if updates else config
+
+
 def plan_model(config: Config) -> ModelPlan:
-    """Check everything that can be checked before decoding a single file, and decide the model's side."""
+    """Check everything that can be checked before decoding a single file, and decide the model's side
+    (`plan.config` is `config` with the model's requirements applied: use it from here on)."""
     from earmark.features import build_frontend
     from earmark.models.registry import check_model_config
 
+    config = with_model_requirements(config)
     entry = check_model_config(config.model.name, config.model.params, config.features.kind)
     build_frontend(config.features, config.data.sample_rate_hz)
     settings = None

@@ -150,7 +150,7 @@ def trial_config(base: Config, values: dict[str, Any], runs_dir: Optional[Path] 
         overrides += [f"runs_dir={json.dumps(str(runs_dir))}", f"name={json.dumps(name)}"]
     try:
         config = apply_overrides(base, overrides)
-        plan_model(config)
+        config = plan_model(config).config
     except EarmarkError as exc:  # the config's origin is a temporary file; name the values instead
         message = re.sub(r"^invalid configuration \([^)]*\):", "invalid configuration:", str(exc))
         raise EarmarkError(f"{_describe(values)}: {message}") from None

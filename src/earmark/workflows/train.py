@@ -96,6 +96,7 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         config = as_config(config, overrides)
     check_schedule(config.train)
     model_plan = plan_model(config)  # checks the config before any file is decoded
+    config = model_plan.config
     if prepared is None:
         from earmark.data.prepared import prepare_data
 
@@ -190,6 +191,11 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
 
     config, has_validation, steps_per_epoch = plan.config, plan.has_validation, plan.steps_per_epoch
     uses_groups = plan.model.uses_groups
+    from earmark.workflows.probe import fit_probe, is_probe
+
+    if is_probe(module):  # a frozen pretrained backbone: embed once (cached), fit the head, no Lightning loop
+        metrics, fit_seconds = fit_probe(plan, prepared, module, run_dir, evaluate_test, _evaluate_run)
+        return RunResult(run_dir, metrics, fit_seconds)
     trainer = build_trainer(config, run_dir, has_validation, steps_per_epoch, extra_callbacks=list(extra_callbacks))
     # a model that takes groups, resumed after its phase 1 finished, only runs phase 2 again
     phase_one_done = uses_groups and checkpoint is not None and base_checkpoint_of(run_dir).is_file()

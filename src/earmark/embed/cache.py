@@ -1,0 +1,89 @@
+"""The embedding cache: one vector per decoded clip, per backbone and weights, computed once.
+
+Vectors live beside the decoded audio they came from, `<decoded cache>/embeddings/<backbone_id>.npy`,
+aligned with its rows (the decoded cache only ever appends rows), with `<backbone_id>.filled.npy`
+marking which rows hold a vector. The decoded cache's folder is keyed by the audio settings and the
+backbone id by the backbone and its weights' hash, so a second run, a CV fold, a tuning trial or
+`earmark embed` on the same data computes no embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDINGS_DIR = "embeddings"
+
+
+def _paths(cache_dir: Path, backbone_id: str) -> tuple[Path, Path]:
+    folder = Path(cache_dir) / EMBEDDINGS_DIR
+    return folder / f"{backbone_id}.npy", folder / f"{backbone_id}.filled.npy"
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as handle:
+        np.save(handle, array)
+    os.replace(partial, path)
+
+
+def load_vectors(cache_dir: Path, backbone_id: str, n_rows: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors (n_rows, dim) float32, filled (n_rows,) bool): what is cached, grown to the cache's rows."""
+    vectors_path, filled_path = _paths(cache_dir, backbone_id)
+    vectors, filled = np.zeros((n_rows, dim), np.float32), np.zeros(n_rows, bool)
+    if vectors_path.is_file() and filled_path.is_file():
+        try:
+            old_vectors, old_filled = np.load(vectors_path), np.load(filled_path)
+        except (OSError, ValueError):  # a torn or foreign file: compute again
+            return vectors, filled
+        if old_vectors.ndim == 2 and old_vectors.shape[1] == dim and len(old_filled) == len(old_vectors):
+            keep = min(n_rows, len(old_vectors))
+            vectors[:keep], filled[:keep] = old_vectors[:keep], old_filled[:keep]
+    return vectors, filled
+
+
+def cached_embeddings(model, waves: np.ndarray, rows: np.ndarray, cache_dir: Path, *, batch_size: int = 32,
+                      device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, int]:
+    """(vectors (len(waves), D) with `rows` filled, how many were computed now) for an `EmbeddingClassifier`
+    `model`; `waves` is the decoded cache's (n_rows, n_samples) array and `rows` the clips needed."""
+    import torch
+
+    vectors, filled = load_vectors(cache_dir, model.backbone_id, len(waves), model.embedding_dim)
+    missing = np.unique(np.asarray(rows, dtype=np.int64)[~filled[np.asarray(rows, dtype=np.int64)]])
+    if len(missing):
+        embedder = model.embedder.eval().to(device)
+        with _progress(progress, len(missing), model.backbone_id) as advance, torch.inference_mode():
+            for start in range(0, len(missing), batch_size):
+                batch = missing[start:start + batch_size]
+                clips = torch.from_numpy(np.asarray(waves[batch], dtype=np.float32)).to(device)
+                vectors[batch] = embedder(clips).float().cpu().numpy()  # (B, D)
+                filled[batch] = True
+                advance(len(batch))
+        vectors_path, filled_path = _paths(cache_dir, model.backbone_id)
+        _save(vectors_path, vectors)
+        _save(filled_path, filled)
+    return vectors, len(missing)
+
+
+class _progress:
+    """A rich progress bar over clips (nothing when `enabled` is False)."""
+
+    def __init__(self, enabled: bool, total: int, name: str) -> None:
+        self.enabled, self.total, self.name = enabled, total, name
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=False)
+        self.bar.start()
+        task = self.bar.add_task(f"embedding {self.total} clips with {self.name}", total=self.total)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
