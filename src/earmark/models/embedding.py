@@ -104,14 +104,16 @@ class EmbeddingClassifier(nn.Module):
                 pretrained="bundled: aisfx (Ma & Lerch 2022, CC BY 4.0)")
 def aisfx(n_classes: int, input_shape: tuple[int, ...], head: str = "linear", hidden: int = 256,
           dropout: float = 0.2, freeze: bool = True, unfreeze_epochs: Optional[list[int]] = None,
-          weights_path: Optional[str] = None) -> EmbeddingClassifier:
-    """`weights_path`: a safetensors file of AisfxNet (e.g. fine-tuned elsewhere); default the bundled weights."""
+          weights_path: Optional[str] = None, peak_normalize: bool = True) -> EmbeddingClassifier:
+    """`weights_path`: a safetensors file of AisfxNet (e.g. fine-tuned elsewhere); default the bundled weights.
+    `peak_normalize`: scale each clip to a peak of 1 first (level-invariant); false keeps the clip's level,
+    as the features the network was trained on did."""
     from earmark.models.aisfx import AISFX_SHA256, CLIP_EMBEDDING_DIM, AisfxEmbedder, load_aisfx_weights, sha256_of
 
-    embedder = AisfxEmbedder()
+    embedder = AisfxEmbedder(peak_normalize=peak_normalize)
     load_aisfx_weights(embedder, weights_path)
     digest = AISFX_SHA256 if weights_path is None else sha256_of(weights_path)
-    return EmbeddingClassifier(embedder, CLIP_EMBEDDING_DIM, n_classes, f"aisfx-{digest[:12]}", head=head,
+    return EmbeddingClassifier(embedder, CLIP_EMBEDDING_DIM, n_classes, f"aisfx-{digest[:12]}" + ("" if peak_normalize else "-level"), head=head,
                                hidden=hidden, dropout=dropout, freeze=freeze, unfreeze_epochs=unfreeze_epochs,
                                blocks=[embedder.net.conv_block1, embedder.net.conv_block2, embedder.net.conv_block3,
                                        embedder.net.conv_block4])

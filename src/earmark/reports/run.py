@@ -22,7 +22,7 @@ HEADLINE_METRICS = (
 )
 RUN_FACTS = ("n_clips", "epochs", "fit_seconds", "adapt_epochs", "device_resident")
 # PNGs placed in a named section; any other PNG in the folder goes under "Other plots".
-PLACED_PNGS = ("curves.png", "confusion.png", "confusion_normalized.png", "per_class.png", "roc.png", "pr.png",
+PLACED_PNGS = ("embedding_map.png", "curves.png", "confusion.png", "confusion_normalized.png", "per_class.png", "roc.png", "pr.png",
                "reliability.png", "coverage.png", "personalization.png")
 
 
@@ -160,6 +160,8 @@ def run_report_sections(metrics: Mapping[str, Any], out_dir: Path, run_dir: Path
     if isinstance(metrics.get("calibration"), Mapping):
         add("Calibration and rejection", calibration_section(metrics["calibration"], out_dir))
     add("Personalization", html_image(out_dir / "personalization.png", "accuracy per group before and after"))
+    add("Test clips through the embedding", html_image(out_dir / "embedding_map.png",
+                                                        "t-SNE map of the test clips' embeddings, errors marked"))
     placed = set(PLACED_PNGS) | {_per_group_png(metrics, column) for column in metrics.get("per_group") or {}}
     add("Other plots", "".join(html_image(png, png.stem) for png in sorted(out_dir.glob("*.png"))
                                if png.name not in placed))

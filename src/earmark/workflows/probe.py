@@ -75,6 +75,19 @@ def fit_probe(plan, prepared, module, run_dir: Path, evaluate_test: bool, evalua
         return write_untested_metrics(run_dir, extra), fit_seconds
     if predictor is None:
         predictor = EmbeddingPredictor(module, device)
+    _draw_embedding_map(predictor, items[items["split"] == "test"], vectors, prepared.labels, run_dir, config.seed)
     metrics = evaluate_run(run_dir, items[items["split"] == "test"], vectors, prepared.labels, config=config,
                            extra=extra, predictor=predictor)
     return metrics, fit_seconds
+
+
+def _draw_embedding_map(predictor, test_items, vectors: np.ndarray, labels, run_dir: Path, seed: int) -> None:
+    """embedding_map.png in the run folder (the report shows it): test clips, coloured by label, errors marked."""
+    from earmark.reports.embedding_map import EMBEDDING_MAP_PNG, plot_embedding_map
+
+    if len(test_items) < 3:
+        return
+    test_vectors = vectors[test_items["row"].to_numpy()]
+    predicted = np.asarray(labels)[predictor.predict_logits(test_vectors).argmax(axis=1)]
+    plot_embedding_map(test_vectors, test_items["label"].astype(str).tolist(), predicted.tolist(),
+                       Path(run_dir) / EMBEDDING_MAP_PNG, seed)
