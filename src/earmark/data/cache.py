@@ -30,7 +30,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -45,6 +45,7 @@ from earmark.data.cache_lock import folder_lock, parent_alive, worker_init
 from earmark.data.cache_rows import free_rows, record_free_rows, rows_after_trim, unused
 from earmark.errors import EarmarkError
 
+IGNORED_FILES = "ignored_files.csv"
 SEGMENT_COLUMNS = ["path", "row", "segment", "start_s", "end_s"]
 IN_PROCESS_BELOW = 32  # always decoded in-process; also times the files to choose pool or not
 POOL_MIN_WORK_S = 1.0  # appending (chunk) path: pool only for more estimated serial decoding than this
@@ -72,6 +73,8 @@ class DecodedCache:
                files, in the order the paths were given; `path` is as the caller spelled it.
     files:     one line per requested path (repeats once) with the index columns.
     bad_files: path, reason.
+    ignored_files: path, reason of inputs the source left out before decoding (hidden files,
+               CSV rows without a label, ...); set by whoever read the source, empty otherwise.
     """
 
     directory: Path
@@ -80,14 +83,19 @@ class DecodedCache:
     files: pd.DataFrame
     bad_files: pd.DataFrame
     stats: PrepareStats
+    ignored_files: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
 
     def write_bad_files(self, path: str | os.PathLike) -> Path:
-        """Write the bad-file report as CSV (header even when empty); a folder gets `bad_files.csv`."""
+        """Write the bad-file report as CSV (header even when empty); a folder gets `bad_files.csv`.
+
+        `ignored_files.csv` (path, reason) is written beside it.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "bad_files.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.bad_files.to_csv(path, index=False, columns=["path", "reason"])
+        self.ignored_files.to_csv(path.with_name(IGNORED_FILES), index=False, columns=["path", "reason"])
         return path
 
 
