@@ -94,7 +94,7 @@ def _print_personalization(summary: dict) -> None:
 
 @app.command()
 def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-          strict: bool = typer.Option(False, help="fail if any audio file cannot be used"),
+          strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out"),
           resume: Optional[Path] = typer.Option(None, help="continue runs/<name> from its last checkpoint "
                                                 "(a config given too may only change train.max_epochs)"),
           overfit_batch: bool = typer.Option(False, "--overfit-batch",
@@ -120,19 +120,16 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 
 @app.command()
 def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-            strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+            strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out")) -> None:
     """Decode every file once into the cache and write train/val/test splits."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    prepared = api.prepare(config, overrides, strict=strict)
-    stats = prepared.cache.stats
+    prepared = api.prepare(config, overrides, strict=strict)  # prints the file counts, bad and ignored per reason
     console = _console()
-    console.print(f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
-                  f"bad: {stats.n_bad}  clips: {stats.n_segments}  ({stats.seconds:.1f} s)")
     totals = prepared.stats.get("total", {})
     console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-    console.print(f"splits and bad_files.csv written to {prepared.split_dir}")
+    console.print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}")
     for warning in prepared.stats.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}")
 
@@ -344,7 +341,7 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
                                                  "(e.g. fold for esc50/urbansound8k) instead of computing them"),
        seed: Optional[int] = typer.Option(None, help="seed of the fold assignment [default: the config's seed]"),
        resume: Optional[Path] = typer.Option(None, help="continue runs/<name>-cv: finished folds are kept"),
-       strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+       strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out")) -> None:
     """Cross-validate: one run per held-out fold (decoded once), then mean ± std and a pooled confusion."""
     from rich.markup import escape
     from rich.table import Table
