@@ -439,7 +439,11 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
           clip_s: Optional[float] = typer.Option(None, "--clip-s", min=0.01,
                                                  help="sources list: cut each source into clips of this length"),
           retries: int = typer.Option(3, min=0, help="extra attempts per download after a transient failure"),
-          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1, help="seconds to wait for a server"),
+          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1,
+                                          help="seconds to wait for a server; a download averaging under 1 KiB/s "
+                                               "over this long is cut off and retried"),
+          max_download_mb: float = typer.Option(2048.0, "--max-download-mb", min=0.000001,
+                                                help="MiB; a larger download fails and its partial file is deleted"),
           max_extract_gb: float = typer.Option(64.0, "--max-extract-gb", min=0.000001,
                                                help="refuse archives that expand beyond this size"),
           base_url: Optional[str] = typer.Option(None, "--base-url",
@@ -456,7 +460,7 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
     console = _console()
     result = api.fetch(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, timeout_s=timeout_s,
                        max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
-                       drive_base_url=drive_base_url, progress=True,
+                       drive_base_url=drive_base_url, progress=True, max_download_mb=max_download_mb,
                        say=lambda text: console.print(text, markup=False, highlight=False))
     if result.root is not None:
         state = "downloaded, verified and laid out" if result.n_downloaded else "already laid out"
