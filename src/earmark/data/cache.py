@@ -286,7 +286,10 @@ def _run_tasks(tasks: list, work: Callable[..., list], args: tuple, workers: int
     per_batch = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(rest) / (workers * 4))))
     batches = [rest[i : i + per_batch] for i in range(0, len(rest), per_batch)]
     parent_pid, lock_descriptor = pool_args
-    executor = ProcessPoolExecutor(min(workers, len(batches)), mp_context=_pool_context(),
+    context = _pool_context()
+    if context.get_start_method() != "fork":
+        lock_descriptor = None  # only a fork inherits it; elsewhere that number may be another file
+    executor = ProcessPoolExecutor(min(workers, len(batches)), mp_context=context,
                                    initializer=worker_init, initargs=(parent_pid or os.getpid(), lock_descriptor))
     worker_args = (*args, parent_pid) if work is decode_to_rows else args
     try:
