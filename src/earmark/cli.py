@@ -120,7 +120,8 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 
 @app.command()
 def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-            strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out")) -> None:
+            strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
+                                                    "left out")) -> None:
     """Decode every file once into the cache and write train/val/test splits."""
     from earmark import api
 
@@ -341,7 +342,8 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
                                                  "(e.g. fold for esc50/urbansound8k) instead of computing them"),
        seed: Optional[int] = typer.Option(None, help="seed of the fold assignment [default: the config's seed]"),
        resume: Optional[Path] = typer.Option(None, help="continue runs/<name>-cv: finished folds are kept"),
-       strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out")) -> None:
+       strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
+                                               "left out")) -> None:
     """Cross-validate: one run per held-out fold (decoded once), then mean ± std and a pooled confusion."""
     from rich.markup import escape
     from rich.table import Table
