@@ -78,14 +78,14 @@ def main() -> None:
             wave = torch.randn(args.batch, int(duration_s * SAMPLE_RATE_HZ), generator=torch.Generator().manual_seed(0))
             with torch.inference_mode():
                 n_blocks = embedder.frontend(wave[:1]).shape[1]
-                total = best_seconds(lambda: embedder(wave), args.rounds)
-                frontend = best_seconds(lambda: embedder.frontend(wave), args.rounds)
+                total = best_seconds(lambda wave=wave: embedder(wave), args.rounds)
+                frontend = best_seconds(lambda wave=wave: embedder.frontend(wave), args.rounds)
             clips_per_s = args.batch / total
             line = (f"{duration_s:>5g}s {n_blocks:>6} {clips_per_s:>9.1f} {clips_per_s * duration_s:>11.1f} "
                     f"{frontend / total:>9.1%}")
             if session is not None:
                 feed = {"wave": wave.numpy()}
-                onnx_clips_per_s = args.batch / best_seconds(lambda: session.run(None, feed), args.rounds)
+                onnx_clips_per_s = args.batch / best_seconds(lambda feed=feed: session.run(None, feed), args.rounds)
                 line += f" {onnx_clips_per_s:>12.1f} {onnx_clips_per_s / clips_per_s:>12.2f}"
             print(line)
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import tarfile
 import threading
+import time
 import zipfile
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,7 +32,12 @@ class LocalServer:
     between runs changes it) and Range/If-Range support; `headers[path]` adds response headers;
     `flaky[path] = n` answers 503 n times first; `truncate_once` paths (files or /drive/uc) send half
     their body once then hang up; `no_range` paths ignore Range headers; `drive[id] = (name, bytes,
-    mode)` with mode direct | confirm | private answers /drive/uc."""
+    mode)` with mode direct | confirm | private answers /drive/uc. `endless` paths send zeros without
+    a Content-Length until the client hangs up (ENDLESS_CAP_BYTES at most); `drip[path] = s` sends
+    one byte every s seconds, with a Content-Length it never reaches (DRIP_MAX_S at most)."""
+
+    ENDLESS_CAP_BYTES = 64 << 20
+    DRIP_MAX_S = 60.0
 
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
@@ -40,6 +46,8 @@ class LocalServer:
         self.flaky: dict[str, int] = {}
         self.truncate_once: set[str] = set()
         self.no_range: set[str] = set()
+        self.endless: set[str] = set()
+        self.drip: dict[str, float] = {}
         self.drive: dict[str, tuple[str, bytes, str]] = {}
         self.hits: Counter = Counter()
         self.range_requests: list[tuple[str, str]] = []
@@ -86,6 +94,9 @@ class LocalServer:
         if path == "/drive/uc":
             self._drive_page(request, query)
             return
+        if path in self.endless or path in self.drip:
+            self._stream_forever(request, path)
+            return
         if path == "/usercontent/download":
             entry = self.drive.get(query.get("id", ""))
             if entry is None or query.get("confirm") != "t" or query.get("uuid") != DRIVE_UUID:
@@ -121,6 +132,25 @@ class LocalServer:
             request.wfile.write(body[start:])
             return
         self._send(request, path, body, content_type, headers)
+
+    def _stream_forever(self, request: BaseHTTPRequestHandler, path: str) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", "audio/wav")
+        if path in self.drip:
+            request.send_header("Content-Length", "1000000")
+        request.end_headers()
+        request.close_connection = True
+        started, sent = time.monotonic(), 0
+        try:
+            while sent < self.ENDLESS_CAP_BYTES and time.monotonic() - started < self.DRIP_MAX_S:
+                block = b"\0" if path in self.drip else b"\0" * 65536
+                request.wfile.write(block)
+                request.wfile.flush()
+                sent += len(block)
+                if path in self.drip:
+                    time.sleep(self.drip[path])
+        except OSError:  # the client hung up
+            pass
 
     def _drive_page(self, request: BaseHTTPRequestHandler, query: dict) -> None:
         entry = self.drive.get(query.get("id", ""))

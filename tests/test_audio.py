@@ -117,6 +117,14 @@ def test_every_bad_file_gets_its_own_reason(tmp_path: Path):
     (tmp_path / "garbage.wav").write_bytes(b"this is not audio" * 20)
     assert bad_reason(tmp_path / "garbage.wav").startswith("cannot decode: ")
 
+
+def test_random_bytes_are_called_not_audio_naming_the_file(tmp_path: Path):
+    for name in ("noise.mp3", "noise.wav", "noise.flac"):
+        (tmp_path / name).write_bytes(np.random.default_rng(0).bytes(3000))
+        reason = bad_reason(tmp_path / name)
+        assert reason.startswith(f"cannot decode: {name} is not a decodable audio file"), reason
+        assert "pipe" not in reason
+
     sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), 8000)
     assert bad_reason(tmp_path / "empty.wav") == "empty: 0 samples"
 

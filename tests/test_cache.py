@@ -13,6 +13,7 @@ import soundfile as sf
 
 from earmark.config import DataConfig
 from earmark.data import cache as cache_module
+from earmark.data import cache_index
 from earmark.data.audio import load_segments
 from earmark.data.cache import clean_cache, prepare_cache
 
@@ -176,7 +177,7 @@ def test_an_interrupted_prepare_keeps_the_previous_index(tones, data, monkeypatc
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache_module, "_write_index", crash)
+    monkeypatch.setattr(cache_index, "_write_index", crash)
     with pytest.raises(KeyboardInterrupt):
         prepare_cache(tones, data, progress=False)  # appends rows for tones[4:], then dies
     monkeypatch.undo()

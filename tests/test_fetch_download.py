@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 
 import pytest
 
+from earmark.errors import EarmarkError
 from earmark.fetch.download import DownloadOptions, fetch_url
 from earmark.fetch.drive import download_drive_file, download_drive_folder
 from earmark.fetch.report import NO_NETWORK, FetchError
@@ -259,3 +261,30 @@ def test_yt_dlp_reads_a_direct_media_url_from_the_local_server(server, tmp_path)
     assert sum(server.hits.values()) == requests  # finished: yt-dlp is not even started
     with pytest.raises(FetchError, match="yt-dlp: .*404"):
         download_media(server.url("/media/missing.wav"), tmp_path, FAST, DownloadState(tmp_path))
+
+
+def test_a_download_over_the_size_cap_stops_and_leaves_nothing(server, tmp_path):
+    capped = DownloadOptions(retries=0, backoff_s=0.0, timeout_s=5.0, max_download_mb=1)
+    server.endless.add("/endless.wav")  # no Content-Length: counted as it arrives
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"larger than --max-download-mb 1 MiB .*partial file was deleted"):
+        fetch_url(server.url("/endless.wav"), tmp_path, capped, DownloadState(tmp_path))
+    assert time.monotonic() - started < 10
+    server.files["/big.wav"] = bytes(2 << 20)  # announced by Content-Length: refused before the body
+    with pytest.raises(FetchError, match=r"announces 2097152 bytes, more than --max-download-mb 1 MiB"):
+        fetch_url(server.url("/big.wav"), tmp_path, capped, DownloadState(tmp_path))
+    assert [p.name for p in tmp_path.iterdir() if p.name != "state.json"] == []
+
+
+def test_a_dripping_server_is_cut_off_after_the_timeout_window(server, tmp_path):
+    server.drip["/drip.wav"] = 0.2  # each read succeeds well inside the 1 s timeout
+    started = time.monotonic()
+    with pytest.raises(FetchError, match=r"too slow: .* bytes in 1\.\d s, under 1024 bytes/s .*gave up after 2"):
+        fetch_url(server.url("/drip.wav"), tmp_path, DownloadOptions(retries=1, backoff_s=0.0, timeout_s=1.0),
+                  DownloadState(tmp_path))
+    assert time.monotonic() - started < 6
+
+
+def test_the_size_cap_is_checked_when_options_arrive():
+    with pytest.raises(EarmarkError, match="max_download_mb"):
+        DownloadOptions(max_download_mb=0)

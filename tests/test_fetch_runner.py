@@ -6,6 +6,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
 from earmark.fetch.entry import fetch as fetch_entry
+from earmark.fetch.names import short_hash
 from fetch_server import LocalServer, tar_bytes, wav_bytes, zip_bytes
 
 DRIVE_ID = "1DriveSpeechAbcdef"
@@ -187,6 +189,28 @@ def test_cli_fetch_reports_failures_and_the_next_step(server, tmp_path):
     assert "next: earmark prepare data.source=csv" in run.stdout
     with open(tmp_path / "data" / "fetch_failures.csv") as handle:
         assert list(csv.reader(handle))[1][:2] == ["3", server.url("/nope.wav")]
+
+
+def test_cli_fetch_caps_size_and_cuts_off_a_drip_row_by_row(server, tmp_path):
+    server.endless.add("/endless.wav")
+    server.drip["/drip.wav"] = 0.2
+    sources = tmp_path / "S.csv"
+    sources.write_text(f"url,label\n{server.url('/audio/low.wav')},low\n{server.url('/endless.wav')},high\n"
+                       f"{server.url('/drip.wav')},high\n")
+    started = time.monotonic()
+    run = earmark("fetch", str(sources), "--to", str(tmp_path / "data"), "--rate-hz", "8000", "--retries", "0",
+                  "--timeout-s", "1", "--max-download-mb", "1", cwd=tmp_path)
+    assert time.monotonic() - started < 60
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 of 3 sources fetched completely" in run.stdout
+    assert "line 3: failed:" in run.stdout and "larger than --max-download-mb 1 MiB" in run.stdout
+    assert "line 4: failed:" in run.stdout and "too slow" in run.stdout
+    with open(tmp_path / "data" / "fetch_failures.csv") as handle:
+        reasons = {row[0]: row[2] for row in list(csv.reader(handle))[1:]}
+    assert "partial file was deleted" in reasons["3"] and "under 1024 bytes/s" in reasons["4"]
+    parts = {p.name: p.stat().st_size for p in (tmp_path / "data").rglob("*.part")}
+    assert f"{short_hash(server.url('/endless.wav'))}.part" not in parts  # over the cap: deleted
+    assert sum(parts.values()) < 100  # the drip's few bytes stay for a resume
 
 
 def test_cli_fetch_errors_are_one_line(server, tmp_path):

@@ -126,12 +126,12 @@ def tune(config: ConfigLike = None, overrides: Sequence[str] = (), *, space: str
 def fetch(source: str | Path, to: str | Path, *, rate_hz: int | None = None, clip_s: float | None = None,
           retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30.0, max_extract_gb: float = 64.0,
           base_url: str | None = None, checksum: str | None = None, drive_base_url: str | None = None,
-          progress: bool = False, say=None):
+          progress: bool = False, say=None, max_download_mb: float = 2048.0):
     """Get data (a sources list or a preset) into the folder `to`; returns a `FetchResult`."""
     from earmark.fetch.entry import fetch as fetch_data
     return fetch_data(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, backoff_s=backoff_s,
                       timeout_s=timeout_s, max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
-                      drive_base_url=drive_base_url, progress=progress, say=say)
+                      drive_base_url=drive_base_url, progress=progress, say=say, max_download_mb=max_download_mb)
 
 
 def datasets() -> list[dict[str, str]]:

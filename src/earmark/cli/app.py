@@ -35,7 +35,7 @@ def _split_config_args(args: list[str] | None) -> tuple[Optional[str], list[str]
 
 @app.command()
 def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-          strict: bool = typer.Option(False, help="fail if any audio file cannot be used"),
+          strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was left out"),
           resume: Optional[Path] = typer.Option(None, help="continue runs/<name> from its last checkpoint "
                                                 "(a config given too may only change train.max_epochs)"),
           overfit_batch: bool = typer.Option(False, "--overfit-batch",
@@ -61,19 +61,17 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 
 @app.command()
 def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
-            strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+            strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
+                                                    "left out")) -> None:
     """Decode every file once into the cache and write train/val/test splits."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    prepared = api.prepare(config, overrides, strict=strict)
-    stats = prepared.cache.stats
+    prepared = api.prepare(config, overrides, strict=strict)  # prints the file counts, bad and ignored per reason
     console = make_console()
-    console.print(f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
-                  f"bad: {stats.n_bad}  clips: {stats.n_segments}  ({stats.seconds:.1f} s)")
     totals = prepared.stats.get("total", {})
     console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-    console.print(f"splits and bad_files.csv written to {prepared.split_dir}")
+    console.print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}")
     for warning in prepared.stats.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}")
 
@@ -248,7 +246,8 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
                                                  "(e.g. fold for esc50/urbansound8k) instead of computing them"),
        seed: Optional[int] = typer.Option(None, help="seed of the fold assignment [default: the config's seed]"),
        resume: Optional[Path] = typer.Option(None, help="continue runs/<name>-cv: finished folds are kept"),
-       strict: bool = typer.Option(False, help="fail if any audio file cannot be used")) -> None:
+       strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
+                                               "left out")) -> None:
     """Cross-validate: one run per held-out fold (decoded once), then mean ± std and a pooled confusion."""
     from rich.markup import escape
     from rich.table import Table
@@ -344,7 +343,11 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
           clip_s: Optional[float] = typer.Option(None, "--clip-s", min=0.01,
                                                  help="sources list: cut each source into clips of this length"),
           retries: int = typer.Option(3, min=0, help="extra attempts per download after a transient failure"),
-          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1, help="seconds to wait for a server"),
+          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1,
+                                          help="seconds to wait for a server; a download averaging under 1 KiB/s "
+                                               "over this long is cut off and retried"),
+          max_download_mb: float = typer.Option(2048.0, "--max-download-mb", min=0.000001,
+                                                help="MiB; a larger download fails and its partial file is deleted"),
           max_extract_gb: float = typer.Option(64.0, "--max-extract-gb", min=0.000001,
                                                help="refuse archives that expand beyond this size"),
           base_url: Optional[str] = typer.Option(None, "--base-url",
@@ -359,7 +362,7 @@ def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml /
     console = make_console()
     result = api.fetch(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, timeout_s=timeout_s,
                        max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
-                       drive_base_url=drive_base_url, progress=True,
+                       drive_base_url=drive_base_url, progress=True, max_download_mb=max_download_mb,
                        say=lambda text: console.print(text, markup=False, highlight=False))
     if print_fetch_result(console, result):
         raise typer.Exit(1)

@@ -52,7 +52,7 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     try:
         audio, rate_hz = sf.read(path, dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
-        raise AudioError(f"cannot decode: {exc.error_string}") from None
+        raise AudioError(f"cannot decode: {_decode_failure(path, suffix, exc.error_string)}") from None
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
         raise AudioError(f"cannot decode: {exc}") from None
     if audio.shape[0] == 0 or audio.shape[1] == 0:
@@ -60,6 +60,15 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.isfinite(audio).all():
         raise AudioError("contains NaN or infinite samples")
     return audio, int(rate_hz)
+
+
+def _decode_failure(path: str, suffix: str, error: str) -> str:
+    """libsndfile's reason, said plainly: its "possibly a pipe?" means bytes it cannot read as audio."""
+    not_audio = "possibly a pipe" in error or "not recognised" in error.lower()
+    if not_audio and os.path.isfile(path):
+        return (f"{os.path.basename(path)} is not a decodable audio file (its {os.path.getsize(path)} bytes "
+                f"are no {suffix.lstrip('.').upper()} audio libsndfile can read)")
+    return f"{os.path.basename(path)}: {error}"
 
 
 def extension(path: str | os.PathLike) -> str:

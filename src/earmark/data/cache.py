@@ -3,16 +3,19 @@
 Layout of one cache folder, `data.cache_dir / <12-hex hash of data.audio_key()>`:
 
     meta.json   the audio key, n_samples and the layout version
-    lock        held while a prepare writes
+    lock        held while a prepare writes (see cache_lock.py)
+    free_rows.json  rows no index record points at, reused by the next prepare (see cache_rows.py)
     waves.f32   raw little-endian float32, shape (rows, n_samples), append-only
     index.csv   one line per file: path, size, mtime_ns, status, reason, first_row, n_rows, ...
 
 A file whose (absolute path, size, mtime_ns) matches the index is never decoded again,
 bad files included (they are retried only once the file changes). Changed files get new
 rows; their old rows stay in waves.f32 unreferenced until `earmark clean` (`clean_cache`)
-removes the folder. Writes are crash-safe: rows are appended and flushed before the index
-that points at them is replaced atomically, so an interrupted prepare keeps all it had.
-Concurrent prepares of one folder take turns (a POSIX file lock); readers need no lock.
+removes the folder. Writes are crash-safe: rows are written and flushed before the index
+that points at them is replaced atomically, so an interrupted prepare keeps all it had, and
+the rows it wrote that nothing points at are reused by the next prepare (even after kill -9).
+Concurrent prepares of one folder take turns (a file lock that a dead prepare never keeps:
+its decode workers die with it); readers need no lock.
 """
 
 from __future__ import annotations
@@ -25,10 +28,9 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,17 +39,21 @@ import pandas as pd
 
 from earmark.config import DataConfig
 from earmark.data.audio import AudioError, clip_samples, extension, load_segments
+from earmark.data.cache_index import (
+    INDEX_COLUMNS,
+    INDEX_DTYPES,
+    META_FILE,
+    WAVE_DTYPE,
+    WAVES_FILE,
+    checkpoint,
+    open_folder,
+    open_waves,
+)
+from earmark.data.cache_lock import folder_lock, parent_alive, worker_init
+from earmark.data.cache_rows import free_rows, record_free_rows, rows_after_trim, unused
 from earmark.errors import EarmarkError
 
-CACHE_VERSION = 1
-WAVES_FILE, INDEX_FILE, META_FILE, LOCK_FILE = "waves.f32", "index.csv", "meta.json", "lock"
-WAVE_DTYPE = np.dtype("<f4")
-INDEX_DTYPES = {
-    "path": str, "size": "int64", "mtime_ns": "int64", "status": str, "reason": str,
-    "first_row": "int64", "n_rows": "int64", "orig_sample_rate_hz": "Int64", "channels": "Int64",
-    "duration_s": "float64", "format": str,
-}
-INDEX_COLUMNS = list(INDEX_DTYPES)
+IGNORED_FILES = "ignored_files.csv"
 SEGMENT_COLUMNS = ["path", "row", "segment", "start_s", "end_s"]
 IN_PROCESS_BELOW = 32  # always decoded in-process; also times the files to choose pool or not
 POOL_MIN_WORK_S = 1.0  # appending (chunk) path: pool only for more estimated serial decoding than this
@@ -75,6 +81,8 @@ class DecodedCache:
                files, in the order the paths were given; `path` is as the caller spelled it.
     files:     one line per requested path (repeats once) with the index columns.
     bad_files: path, reason.
+    ignored_files: path, reason of inputs the source left out before decoding (hidden files,
+               CSV rows without a label, ...); set by whoever read the source, empty otherwise.
     """
 
     directory: Path
@@ -83,14 +91,19 @@ class DecodedCache:
     files: pd.DataFrame
     bad_files: pd.DataFrame
     stats: PrepareStats
+    ignored_files: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
 
     def write_bad_files(self, path: str | os.PathLike) -> Path:
-        """Write the bad-file report as CSV (header even when empty); a folder gets `bad_files.csv`."""
+        """Write the bad-file report as CSV (header even when empty); a folder gets `bad_files.csv`.
+
+        `ignored_files.csv` (path, reason) is written beside it.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "bad_files.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.bad_files.to_csv(path, index=False, columns=["path", "reason"])
+        self.ignored_files.to_csv(path.with_name(IGNORED_FILES), index=False, columns=["path", "reason"])
         return path
 
 
@@ -113,15 +126,15 @@ def prepare_cache(
     requested = list(dict.fromkeys(os.fspath(p) for p in paths))  # repeats are listed once
     keys = [os.path.abspath(p) for p in requested]  # the index is keyed on absolute paths
     workers = workers or data.workers or os.cpu_count() or 1
-    with _folder_lock(folder):
-        index = _open_folder(folder, data, n_samples)
+    with folder_lock(folder, _say) as lock_descriptor:
+        index = open_folder(folder, data, n_samples)
         stale: dict[str, tuple[int, int]] = {}  # key -> (size, mtime_ns) of files to decode
         for key in dict.fromkeys(keys):
             stamp = _stamp(key)
             record = index.get(key)
             if record is None or (record["size"], record["mtime_ns"]) != stamp:
                 stale[key] = stamp
-        transient = _decode_into(folder, index, stale, data, n_samples, workers, progress)
+        transient = _decode_into(folder, index, stale, data, n_samples, workers, progress, lock_descriptor)
 
     records = [transient.get(key) or index[key] for key in keys]
     files = pd.DataFrame([{**rec, "path": path} for rec, path in zip(records, requested)], columns=INDEX_COLUMNS)
@@ -131,7 +144,7 @@ def prepare_cache(
     n_files = len(set(keys))
     stats = PrepareStats(n_files=n_files, n_decoded=len(stale), n_reused=n_files - len(stale), n_bad=len(bad),
                          n_segments=len(segments), seconds=time.perf_counter() - started)
-    return DecodedCache(directory=folder, waves=_open_waves(folder, n_samples), segments=segments, files=files,
+    return DecodedCache(directory=folder, waves=open_waves(folder, n_samples), segments=segments, files=files,
                         bad_files=bad[["path", "reason"]].reset_index(drop=True), stats=stats)
 
 
@@ -173,12 +186,13 @@ def decode_batch(paths: Sequence[str], data: DataConfig) -> list[tuple[str, np.n
     return results
 
 
-def decode_to_rows(assignments: Sequence[tuple[str, int]], data: DataConfig,
-                   waves_path: str) -> list[tuple[str, int, dict, str]]:
+def decode_to_rows(assignments: Sequence[tuple[str, int]], data: DataConfig, waves_path: str,
+                   parent_pid: int | None = None) -> list[tuple[str, int, dict, str]]:
     """Decode one-clip files (clip pad/crop) straight into their reserved rows of the waves file.
 
     `assignments` are (path, row). Returns (path, rows written: 1 or 0, info, reason). Workers
-    write in parallel into the page cache, so no clip is pickled back to the parent.
+    write in parallel into the page cache, so no clip is pickled back to the parent. A worker
+    (`parent_pid` given) writes nothing once its prepare is gone: the rows are someone else's then.
     Top-level so a process pool can pickle it.
     """
     n_samples, _ = clip_samples(data)
@@ -189,19 +203,21 @@ def decode_to_rows(assignments: Sequence[tuple[str, int]], data: DataConfig,
             if clips is None:
                 results.append((path, 0, info, reason))
                 continue
+            if not parent_alive(parent_pid):
+                os._exit(1)
             waves.seek(row * n_samples * WAVE_DTYPE.itemsize)
             waves.write(np.ascontiguousarray(clips[:1], dtype=WAVE_DTYPE).tobytes())
             results.append((path, 1, info, ""))
     return results
 
 
-def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> dict[str, dict]:
+def _decode_into(folder, index, stale, data, n_samples, workers, progress, lock_descriptor) -> dict[str, dict]:
     """Decode `stale` files, store their clips and update `index` in place and on disk.
 
-    One clip per file (pad/crop): rows are reserved up front and decoders write them directly.
-    Chunked files have an unknown number of clips: they are decoded, sent back and appended.
-    Returns records of files whose decoder process died: reported bad, but not cached, so
-    they are retried next time.
+    One clip per file (pad/crop): rows are reserved up front (free rows first, see cache_rows.py)
+    and decoders write them directly. Chunked files have an unknown number of clips: they are
+    decoded, sent back and appended. Returns records of files whose decoder process died:
+    reported bad, but not cached, so they are retried next time.
     """
     transient: dict[str, dict] = {}
     if not stale:
@@ -209,19 +225,28 @@ def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> di
     waves_path = folder / WAVES_FILE
     row_bytes = n_samples * WAVE_DTYPE.itemsize
     with open(waves_path, "r+b" if waves_path.exists() else "w+b") as waves:
-        rows = os.fstat(waves.fileno()).st_size // row_bytes
-        waves.truncate(rows * row_bytes)  # drop a half-written row left by a crash; nothing points at it
-        waves.seek(0, os.SEEK_END)
+        rows = os.fstat(waves.fileno()).st_size // row_bytes  # a half-written last row is dropped
+        free = free_rows(folder, index, rows)
+        rows = rows_after_trim(free, rows)  # free rows at the end: cut off
+        free = free[free < rows].tolist()
+        waves.truncate(rows * row_bytes)
         last_checkpoint = time.monotonic()
         one_clip = data.clip != "chunk"
-        if one_clip:  # reserve a row per file; a bad file leaves its row unused
-            waves.truncate((rows + len(stale)) * row_bytes)
-            row_of = {path: rows + i for i, path in enumerate(stale)}
+        pool_args = (os.getpid(), lock_descriptor)
+        if one_clip:  # a row per file, free ones first; listed before any is written
+            new_rows = list(range(rows, rows + max(0, len(stale) - len(free))))
+            reserved = free + new_rows
+            record_free_rows(folder, reserved)
+            waves.truncate((rows + len(new_rows)) * row_bytes)
+            row_of = dict(zip(stale, reserved))
             results = _run_tasks(list(row_of.items()), decode_to_rows, (data, str(waves_path)), workers,
-                                 lambda task, reason: (task[0], 0, {}, reason), DIRECT_POOL_MIN_WORK_S)
+                                 lambda task, reason: (task[0], 0, {}, reason), DIRECT_POOL_MIN_WORK_S, pool_args)
         else:
+            reserved = free
+            record_free_rows(folder, free, from_row=rows)
             results = _run_tasks(list(stale), decode_batch, (data,), workers,
-                                 lambda path, reason: (path, None, {}, reason), POOL_MIN_WORK_S)
+                                 lambda path, reason: (path, None, {}, reason), POOL_MIN_WORK_S, pool_args)
+        waves.seek(rows * row_bytes)
         with _progress_bar(progress, len(stale)) as advance:
             for result, cacheable in results:
                 if one_clip:
@@ -239,21 +264,23 @@ def _decode_into(folder, index, stale, data, n_samples, workers, progress) -> di
                     (index if cacheable else transient)[path] = _record(path, stale[path], "bad", reason, -1, 0, info)
                 advance()
                 if time.monotonic() - last_checkpoint > CHECKPOINT_EVERY_S:
-                    _checkpoint(waves, folder, index)
+                    checkpoint(waves, folder, index)
                     last_checkpoint = time.monotonic()
-        _checkpoint(waves, folder, index)
+        checkpoint(waves, folder, index)
+    record_free_rows(folder, unused(reserved, index))  # bad files' rows, and free rows left over
     return transient
 
 
 def _run_tasks(tasks: list, work: Callable[..., list], args: tuple, workers: int,
-               failed: Callable[[Any, str], tuple], pool_min_work_s: float):
+               failed: Callable[[Any, str], tuple], pool_min_work_s: float, pool_args: tuple = (None, None)):
     """Yield (result, cacheable) for every task; `cacheable` is False when a worker died, not the file.
 
     In-process, or from a process pool when the work is worth it: the first IN_PROCESS_BELOW
     tasks run here and are timed; the pool takes the rest only if they would need
     `pool_min_work_s` alone. Shipping clips back costs about as much as decoding short 8 kHz
     WAVs, so the appending path (chunk mode) only pools slow decodes; the direct-write path
-    ships nothing back and pools much sooner.
+    ships nothing back and pools much sooner. `pool_args` (this process's pid, the lock's
+    descriptor) go to `worker_init`: workers never hold the lock and die with this process.
     """
     head, rest = tasks[:IN_PROCESS_BELOW], tasks[IN_PROCESS_BELOW:]
     started = time.perf_counter()
@@ -266,9 +293,15 @@ def _run_tasks(tasks: list, work: Callable[..., list], args: tuple, workers: int
         return
     per_batch = max(1, min(MAX_FILES_PER_TASK, math.ceil(len(rest) / (workers * 4))))
     batches = [rest[i : i + per_batch] for i in range(0, len(rest), per_batch)]
-    executor = ProcessPoolExecutor(min(workers, len(batches)), mp_context=_pool_context())
+    parent_pid, lock_descriptor = pool_args
+    context = _pool_context()
+    if context.get_start_method() != "fork":
+        lock_descriptor = None  # only a fork inherits it; elsewhere that number may be another file
+    executor = ProcessPoolExecutor(min(workers, len(batches)), mp_context=context,
+                                   initializer=worker_init, initargs=(parent_pid or os.getpid(), lock_descriptor))
+    worker_args = (*args, parent_pid) if work is decode_to_rows else args
     try:
-        futures = {executor.submit(work, batch, *args): batch for batch in batches}
+        futures = {executor.submit(work, batch, *worker_args): batch for batch in batches}
         for future in as_completed(futures):
             try:
                 yield from ((result, True) for result in future.result())
@@ -296,18 +329,8 @@ def _record(path, stamp, status, reason, first_row, n_rows, info) -> dict[str, A
     }
 
 
-@contextmanager
-def _folder_lock(folder: Path) -> Iterator[None]:
-    """One prepare per cache folder at a time: a second one waits, then reuses what the first wrote."""
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock, concurrent prepares of one folder are unsafe there
-        yield
-        return
-    with open(folder / LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also by a crash
-        yield
+def _say(line: str) -> None:
+    print(f"earmark: {line}", file=sys.stderr, flush=True)
 
 
 def _stamp(path: str) -> tuple[int, int]:
@@ -317,71 +340,6 @@ def _stamp(path: str) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)
-
-
-def _checkpoint(waves, folder: Path, index: dict[str, dict]) -> None:
-    """Make appended rows durable, then point the index at them (never the other way round)."""
-    waves.flush()
-    os.fsync(waves.fileno())
-    _write_index(folder, index)
-
-
-def _write_index(folder: Path, index: dict[str, dict]) -> None:
-    tmp = folder / (INDEX_FILE + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        pd.DataFrame(list(index.values()), columns=INDEX_COLUMNS).astype(INDEX_DTYPES).to_csv(f, index=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / INDEX_FILE)
-
-
-def _open_folder(folder: Path, data: DataConfig, n_samples: int) -> dict[str, dict]:
-    """Create or check the cache folder; return its index as {absolute path: record}."""
-    meta = {"version": CACHE_VERSION, "audio_key": data.audio_key(), "n_samples": n_samples}
-    meta_path = folder / META_FILE
-    if meta_path.is_file():
-        found = json.loads(meta_path.read_text())
-        if found != json.loads(json.dumps(meta)):
-            raise EarmarkError(
-                f"cache folder {folder} was written with other settings ({found}); "
-                "remove it with `earmark clean` and prepare again"
-            )
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        for leftover in (WAVES_FILE, INDEX_FILE):  # without meta.json these cannot be trusted
-            (folder / leftover).unlink(missing_ok=True)
-        tmp = folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, meta_path)
-    index_path = folder / INDEX_FILE
-    if not index_path.is_file():
-        return {}
-    try:
-        table = pd.read_csv(
-            index_path, dtype=INDEX_DTYPES, keep_default_na=False,
-            na_values={"orig_sample_rate_hz": [""], "channels": [""], "duration_s": ["", "nan"]},
-        )
-    except (ValueError, pd.errors.ParserError) as exc:
-        warnings.warn(f"cache index {index_path} is unreadable ({exc}); its files will be decoded again")
-        return {}
-    rows_on_disk = _rows_on_disk(folder, n_samples)
-    table = table[table["first_row"] + table["n_rows"] <= rows_on_disk]  # never point past the data
-    return {rec["path"]: rec for rec in table.to_dict("records")}
-
-
-def _rows_on_disk(folder: Path, n_samples: int) -> int:
-    waves_path = folder / WAVES_FILE
-    size = waves_path.stat().st_size if waves_path.exists() else 0
-    return size // (n_samples * WAVE_DTYPE.itemsize)
-
-
-def _open_waves(folder: Path, n_samples: int) -> np.ndarray:
-    rows = _rows_on_disk(folder, n_samples)
-    if rows == 0:  # np.memmap cannot map an empty file
-        waves = np.zeros((0, n_samples), dtype=WAVE_DTYPE)
-        waves.flags.writeable = False
-        return waves
-    return np.memmap(folder / WAVES_FILE, dtype=WAVE_DTYPE, mode="r", shape=(rows, n_samples))
 
 
 def _segment_table(ok_files: pd.DataFrame, data: DataConfig, hop_samples: int) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pandas as pd
 from earmark.config import Config, DataConfig
 from earmark.data.cache import DecodedCache, prepare_cache
 from earmark.data.labels import sorted_labels
-from earmark.data.sources import load_table
+from earmark.data.sources import load_source
 from earmark.data.splits import assign_splits, split_stats, write_splits
 from earmark.errors import EarmarkError
 
@@ -39,7 +39,8 @@ class PreparedData:
 
 
 def prepare_data(config: Config, *, strict: bool = False, progress: bool = True) -> PreparedData:
-    """Read metadata, decode what is not cached yet (bad_files.csv beside the splits), assign and write splits."""
+    """Read metadata, decode what is not cached yet (bad_files.csv and ignored_files.csv beside the
+    splits), assign and write splits. `progress`: draw the decode bar and print the data summary."""
     split_dir = config.workspace / "splits" / config.split_key()
     items, labels, cache = decode_items(config, split_dir, strict=strict, progress=progress)
     items = assign_splits(items, config.split, config.seed)
@@ -62,17 +63,21 @@ def decode_items(config: Config, report_dir: Path | None, *, strict: bool = Fals
     """Metadata joined with the decode-once cache, before any split: (items, labels, cache).
 
     One row per clip segment (`row` indexes `cache.waves`). The files that could not be used are
-    written to `report_dir/bad_files.csv` (None: not written; cross-validation writes them into its
-    folder once that exists). Cross-validation calls this once and splits the items per fold.
+    written to `report_dir/bad_files.csv`, the inputs the source left out to `ignored_files.csv`
+    (None: not written; cross-validation writes them into its folder once that exists); `strict`
+    fails on either. Cross-validation calls this once and splits the items per fold.
     """
-    table = load_table(config.data)
+    table, source = load_source(config.data)
     cache = prepare_cache(table["path"].tolist(), config.data, workers=config.data.workers, progress=progress)
+    cache.ignored_files = source.ignored_table()
     if report_dir is not None:
         report_dir.mkdir(parents=True, exist_ok=True)
         cache.write_bad_files(report_dir / "bad_files.csv")
-    if strict and len(cache.bad_files):
-        raise EarmarkError(f"{len(cache.bad_files)} file(s) could not be used (--strict); "
-                           f"{_where_reasons(cache, report_dir)}")
+    if progress:
+        print("\n".join(summary_lines(cache, report_dir)), flush=True)
+    if strict and (len(cache.bad_files) or len(cache.ignored_files)):
+        raise EarmarkError(f"{len(cache.bad_files)} file(s) could not be used and {len(cache.ignored_files)} "
+                           f"input(s) were left out (--strict); {_where_reasons(cache, report_dir)}")
     items = table.merge(cache.segments, on="path", how="inner", validate="one_to_many")
     if items.empty:
         raise EarmarkError(f"none of the {len(table)} audio files could be decoded; {_where_reasons(cache, report_dir)}")
@@ -83,11 +88,32 @@ def decode_items(config: Config, report_dir: Path | None, *, strict: bool = Fals
     return items, labels, cache
 
 
+def summary_lines(cache: DecodedCache, report_dir: Path | None) -> list[str]:
+    """What prepare (and train, which prepares first) prints: the counts, bad and ignored per reason."""
+    stats = cache.stats
+    lines = [f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
+             f"bad: {stats.n_bad}  ignored: {len(cache.ignored_files)}  clips: {stats.n_segments}  "
+             f"({stats.seconds:.1f} s)"]
+    for name, table in (("bad", cache.bad_files), ("ignored", cache.ignored_files)):
+        if not len(table):
+            continue
+        where = f" (listed in {report_dir / (name + '_files.csv')})" if report_dir is not None else ""
+        lines.append(f"{name} files{where}:")
+        reasons = table["reason"]
+        if name == "bad":  # "cannot decode: <details>" -> "cannot decode"
+            reasons = reasons.str.replace(r"\s*\(.*$", "", regex=True).str.split(": ").str[0]
+        lines += [f"  {count:>6}  {reason}" for reason, count in reasons.value_counts().items()]
+    return lines
+
+
 def _where_reasons(cache: DecodedCache, report_dir: Path | None) -> str:
-    """Where an error sends the reader: the bad-file report (when written) and the first bad file."""
-    parts = [f"reasons in {report_dir / 'bad_files.csv'}"] if report_dir is not None else []
-    if len(cache.bad_files):
-        parts.append(f"first: {cache.bad_files.iloc[0]['path']}: {cache.bad_files.iloc[0]['reason']}")
+    """Where an error sends the reader: the reports (when written) and the first bad or ignored input."""
+    parts = [f"reasons in {report_dir / 'bad_files.csv'} and {report_dir / 'ignored_files.csv'}"
+             ] if report_dir is not None else []
+    for table in (cache.bad_files, cache.ignored_files):
+        if len(table):
+            parts.append(f"first: {table.iloc[0]['path']}: {table.iloc[0]['reason']}")
+            break
     return ", ".join(parts) or "no file failed to decode"
 
 
@@ -98,6 +124,7 @@ def with_splits(items: pd.DataFrame, labels: list[str], cache: DecodedCache, spl
     to `split_dir`."""
     stats = split_stats(items, group_key)
     stats["bad_files"] = int(len(cache.bad_files))
+    stats["ignored_files"] = int(len(cache.ignored_files))
     split_dir.mkdir(parents=True, exist_ok=True)
     write_splits(items, split_dir, stats)
     return PreparedData(items=items.reset_index(drop=True), labels=labels, cache=cache, split_dir=split_dir,

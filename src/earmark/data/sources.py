@@ -11,7 +11,10 @@ that carries a standard name but was not used for it (say a `group` column
 while `data.columns.group=speaker`) is kept as `<name>_original`.
 
 Audio is never opened here: a listed file that is missing or unreadable stays
-in the table and the decoder reports it in the bad-file report.
+in the table and the decoder reports it in the bad-file report. What a source leaves
+out on purpose (files outside class folders, hidden files, sidecars, dangling links,
+FIFOs, CSV rows without a path or label, repeated rows) is recorded per reason in
+`SourceInfo.ignored`; prepare prints the counts and writes ignored_files.csv.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ from earmark.data.metadata import (
 )
 from earmark.errors import EarmarkError
 
+ROOT_FILES = "files in the root folder (not in a class folder)"
+SIDECARS = "sidecar files (.txt, .csv, .json, ...)"
+HIDDEN = "hidden files or folders (name starts with '.')"
+DANGLING_LINKS = "dangling symlinks (the target does not exist)"
+NOT_REGULAR = "not regular files (FIFOs, sockets, devices)"
+NO_PATH = "CSV rows without a path (empty or blank)"
+NO_LABEL = "CSV rows without a label (empty or blank)"
+REPEATED = "repeated CSV rows (same file, same label)"
 SIDECAR_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".md", ".json", ".yaml", ".yml"})
 FSDD_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[^_]+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
 FSDD_TEST_TAKES = 5  # the data set's README: takes 0-4 of every digit and speaker are the test split
@@ -53,6 +64,14 @@ class SourceInfo:
 
     def notes(self) -> list[str]:
         return [f"ignored {len(items)} {reason}, e.g. {items[0]}" for reason, items in self.ignored.items() if items]
+
+    def ignored_table(self) -> pd.DataFrame:
+        """path, reason: one line per file or CSV row left out (a CSV row's path is `<csv> line <n>`)."""
+        rows = [(item, reason) for reason, items in self.ignored.items() for item in items]
+        return pd.DataFrame(rows, columns=["path", "reason"], dtype="str")
+
+    def leave_out(self, reason: str, item: str) -> None:
+        self.ignored.setdefault(reason, []).append(item)
 
 
 @dataclass(frozen=True)
@@ -120,22 +139,22 @@ def _load_folder(data: DataConfig) -> tuple[pd.DataFrame, SourceInfo]:
     if not root.is_dir():
         raise EarmarkError(f"data.path {root} is a file, but data.source=folder needs a folder with one "
                            "sub-folder per class; for a metadata table set data.source=csv")
-    info = SourceInfo(f"folder {root}", ignored={"files in the root folder (not in a class folder)": [],
-                                                 "sidecar files (.txt, .csv, .json, ...)": []})
-    top_dirs, root_files = _visible_entries(root)
-    info.ignored["files in the root folder (not in a class folder)"] += root_files
+    info = SourceInfo(f"folder {root}")
+    top_dirs, root_files = _visible_entries(root, info)
+    info.ignored.setdefault(ROOT_FILES, []).extend(root_files)
     if not top_dirs:
         raise EarmarkError(f"data.path {root} has no class sub-folders; data.source=folder expects "
                            f"{root}/<class>/<audio files>, e.g. {root}/dog/bark_01.wav")
     # data/train/<class>/..., data/test/<class>/...: the top level names splits, not classes
-    split_layout = all(d.name.lower() in SPLIT_ALIASES and _visible_entries(d)[0] for d in top_dirs)
+    split_layout = all(d.name.lower() in SPLIT_ALIASES and _visible_entries(d, SourceInfo(""))[0]
+                       for d in top_dirs)
     rows = []
     for top in top_dirs:
         class_dirs, split = [top], np.nan
         if split_layout:
-            class_dirs, stray = _visible_entries(top)
+            class_dirs, stray = _visible_entries(top, info)
             split = SPLIT_ALIASES[top.name.lower()]
-            info.ignored["files in the root folder (not in a class folder)"] += stray
+            info.ignored.setdefault(ROOT_FILES, []).extend(stray)
         for class_dir in class_dirs:
             rows += [(path, class_dir.name, split) for path in _files_under(class_dir, root, info)]
     if not rows:
@@ -153,16 +172,19 @@ def _load_folder(data: DataConfig) -> tuple[pd.DataFrame, SourceInfo]:
     return table[list(STANDARD_COLUMNS)], info
 
 
-def _visible_entries(folder: Path) -> tuple[list[Path], list[str]]:
-    """Non-hidden sub-folders (sorted) and non-hidden files directly in `folder`."""
+def _visible_entries(folder: Path, info: SourceInfo) -> tuple[list[Path], list[str]]:
+    """Non-hidden sub-folders (sorted) and non-hidden files directly in `folder`; the rest goes to `info`."""
     dirs, files = [], []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        path = os.path.abspath(entry.path)
         if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
+            info.leave_out(HIDDEN, path)
+        elif entry.is_dir():
             dirs.append(Path(entry.path))
         elif entry.is_file():
-            files.append(os.path.abspath(entry.path))
+            files.append(path)
+        else:
+            _leave_out_odd(path, info)
     return dirs, files
 
 
@@ -176,17 +198,26 @@ def _files_under(class_dir: Path, root: Path, info: SourceInfo) -> list[str]:
             dirnames[:] = []
             continue
         seen_dirs.add(real)
+        for hidden in sorted(d for d in dirnames if d.startswith(".")):
+            info.leave_out(HIDDEN, os.path.abspath(os.path.join(current, hidden)))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
                              and not _links_inside(os.path.join(current, d), real_root))
         for name in sorted(filenames):
             path = os.path.abspath(os.path.join(current, name))
-            if name.startswith(".") or not os.path.isfile(path):
-                continue
-            if os.path.splitext(name)[1].lower() in SIDECAR_EXTENSIONS:
-                info.ignored["sidecar files (.txt, .csv, .json, ...)"].append(path)
+            if name.startswith("."):
+                info.leave_out(HIDDEN, path)
+            elif not os.path.isfile(path):
+                _leave_out_odd(path, info)
+            elif os.path.splitext(name)[1].lower() in SIDECAR_EXTENSIONS:
+                info.leave_out(SIDECARS, path)
             else:
                 found.append(path)
     return found
+
+
+def _leave_out_odd(path: str, info: SourceInfo) -> None:
+    """Neither a folder nor a regular file: a link to nothing, or a FIFO, socket or device."""
+    info.leave_out(DANGLING_LINKS if os.path.islink(path) and not os.path.exists(path) else NOT_REGULAR, path)
 
 
 # ---------------------------------------------------------------- CSV / presets
@@ -230,7 +261,12 @@ def _fsdd_from_names(recordings: Path) -> tuple[pd.DataFrame, SourceInfo]:
     info = SourceInfo(f"FSDD file names in {recordings}", ignored={"files not named {digit}_{speaker}_{take}.wav": []})
     rows = []
     for entry in sorted(os.scandir(recordings), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_file():
+        if entry.name.startswith("."):
+            info.leave_out(HIDDEN, os.path.abspath(entry.path))
+            continue
+        if not entry.is_file():
+            if not entry.is_dir():
+                _leave_out_odd(os.path.abspath(entry.path), info)
             continue
         match = FSDD_NAME.match(entry.name)
         if match is None:
@@ -258,10 +294,10 @@ def _table_from_metadata(csv_path: Path, explicit: ColumnMap, audio_root: Path, 
         values = set(meta[split_column].dropna().astype("str").str.strip().str.lower())
         if not values <= set(SPLIT_ALIASES):
             columns["split"] = None
-    missing_path = meta[columns["path"]].isna()
-    missing_label = meta[columns["label"]].isna() & ~missing_path
-    info.ignored["CSV rows without a path"] = [f"line {i + 2}" for i in meta.index[missing_path]]
-    info.ignored["CSV rows without a label"] = [f"line {i + 2}" for i in meta.index[missing_label]]
+    missing_path = _blank(meta[columns["path"]])
+    missing_label = _blank(meta[columns["label"]]) & ~missing_path  # "  " is no label: left out, not a crash
+    info.ignored[NO_PATH] = [f"{csv_path} line {i + 2}" for i in meta.index[missing_path]]
+    info.ignored[NO_LABEL] = [f"{csv_path} line {i + 2}" for i in meta.index[missing_label]]
     meta = meta[~missing_path & ~missing_label]
     relative = relative_paths(meta, columns) if relative_paths else meta[columns["path"]].astype("str")
     table = pd.DataFrame(index=meta.index)
@@ -288,7 +324,7 @@ def _drop_duplicates(table: pd.DataFrame, csv_path: Path, info: SourceInfo) -> p
                              for p in conflicting.index[:3])
         raise EarmarkError(f"{csv_path} gives {len(conflicting)} file(s) several labels ({examples}); earmark "
                            "needs one label per file, so keep one row per file")
-    info.ignored["repeated CSV rows (same file, same label)"] = list(table.loc[repeated, "path"])
+    info.ignored[REPEATED] = list(table.loc[repeated, "path"])
     return table[~repeated]
 
 
@@ -301,6 +337,11 @@ def _check_classes(table: pd.DataFrame, description: str, min_classes: int) -> N
 
 
 # ---------------------------------------------------------------- small helpers
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    """True where a metadata cell is empty, NA or only whitespace."""
+    return values.isna() | (values.astype("str").str.strip() == "")
 
 
 def _links_inside(folder: str, real_root: str) -> bool:

@@ -6,6 +6,13 @@ that changed meanwhile is fetched whole again), retries transient failures with
 exponential backoff, and is renamed into place only when complete. `state.json` in the
 same folder records every finished download (file, bytes, sha256), so a second run
 skips it without the network.
+
+Nothing a server sends can run on forever: a download larger than `max_download_mb`
+(announced by Content-Length, or counted as it arrives) stops, its partial file is
+deleted and the download fails; and a transfer averaging under MIN_SPEED_BYTES_PER_S over
+any `timeout_s` window (a server dripping bytes, each read just inside the timeout) is
+cut off and retried like a broken connection, so one attempt never stalls for longer
+than `timeout_s` and a download gives up after its retries.
 """
 
 from __future__ import annotations
@@ -33,19 +40,26 @@ from earmark.files import atomic_write_text, safe_name
 USER_AGENT = "earmark-fetch/0.1 (+python urllib)"
 CHUNK_BYTES = 1 << 20
 PROGRESS_MIN_BYTES = 4 << 20  # smaller downloads finish before a bar is worth drawing
+DEFAULT_MAX_DOWNLOAD_MB = 2048.0  # the largest preset archive (UrbanSound8K) is about 6 GB: raise it for those
+MIN_SPEED_BYTES_PER_S = 1024  # slower than this over a whole timeout_s window counts as a stall
 
 
 @dataclass(frozen=True)
 class DownloadOptions:
     retries: int = 3  # extra attempts after the first one
     backoff_s: float = 1.0  # wait before retry k is backoff_s * 2 ** (k - 1)
-    timeout_s: float = 30.0  # per connection and per read
+    timeout_s: float = 30.0  # per connection and per read; also the window of the stall rule
     progress: bool = False  # a rich progress bar for downloads over PROGRESS_MIN_BYTES
+    max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB  # MiB; a larger download fails and is deleted
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0:
-            raise EarmarkError(f"retries ({self.retries}) and backoff_s ({self.backoff_s}) must be >= 0 and "
-                               f"timeout_s ({self.timeout_s}) > 0")
+        if self.retries < 0 or self.backoff_s < 0 or self.timeout_s <= 0 or self.max_download_mb <= 0:
+            raise EarmarkError(f"retries ({self.retries}) and backoff_s ({self.backoff_s}) must be >= 0, "
+                               f"timeout_s ({self.timeout_s}) and max_download_mb ({self.max_download_mb}) > 0")
+
+    @property
+    def max_download_bytes(self) -> int:
+        return int(self.max_download_mb * (1 << 20))
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -158,6 +172,10 @@ def _stream(url: str, part: Path, options: DownloadOptions, default_name: Option
             digests = _Digests(algorithms)
             _write_resume(part, response.headers, length)
         total = offset + int(length) if length and length.isdigit() else None
+        if total is not None and total > options.max_download_bytes:
+            _discard(part)
+            raise FetchError(f"the server announces {total} bytes, more than --max-download-mb "
+                             f"{options.max_download_mb:g} MiB; nothing was kept (raise the limit to fetch it)")
         name = _name(response.headers, response.geturl() or url, default_name)
         written = _copy_body(response, part, offset, total, name, options, digests)
     if total is not None and written < total:
@@ -225,21 +243,38 @@ def _copy_body(response, part: Path, offset: int, total: Optional[int], name: st
         task = bar.add_task(name, total=total, completed=offset)
         bar.start()
     written = offset
+    window_start_s, window_start_bytes = time.monotonic(), written
     try:
         with open(part, "ab" if offset else "wb") as handle:
             while True:
-                try:
-                    block = response.read(CHUNK_BYTES)
+                try:  # read1: what has arrived, so a drip cannot keep one read waiting for a full chunk
+                    block = response.read1(CHUNK_BYTES)
                 except (OSError, http.client.HTTPException) as exc:
+                    if isinstance(exc, (TimeoutError, socket.timeout)):
+                        raise _Retry(f"the server sent nothing for {options.timeout_s:g} s after {written} "
+                                     f"bytes") from None
                     raise _Retry(f"the connection broke after {written} bytes ({type(exc).__name__})") from None
                 if not block:
                     return written
+                if written + len(block) > options.max_download_bytes:
+                    handle.close()
+                    _discard(part)
+                    raise FetchError(f"larger than --max-download-mb {options.max_download_mb:g} MiB (stopped "
+                                     f"after {written + len(block)} bytes); the partial file was deleted "
+                                     f"(raise the limit to fetch it)")
                 try:
                     handle.write(block)
                 except OSError as exc:
                     raise FetchError(f"cannot write {part}: {exc.strerror}") from None
                 digests.update(block)
                 written += len(block)
+                elapsed_s = time.monotonic() - window_start_s
+                if elapsed_s >= options.timeout_s:
+                    if (written - window_start_bytes) / elapsed_s < MIN_SPEED_BYTES_PER_S:
+                        raise _Retry(f"too slow: {written - window_start_bytes} bytes in {elapsed_s:.1f} s, under "
+                                     f"{MIN_SPEED_BYTES_PER_S} bytes/s for --timeout-s {options.timeout_s:g} s "
+                                     f"(stalled after {written} bytes)")
+                    window_start_s, window_start_bytes = time.monotonic(), written
                 if bar is not None:
                     bar.update(task, completed=written)
     finally:

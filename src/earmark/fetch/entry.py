@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 from earmark.errors import EarmarkError
 from earmark.fetch.archives import ArchiveLimits
-from earmark.fetch.download import DownloadOptions
+from earmark.fetch.download import DEFAULT_MAX_DOWNLOAD_MB, DownloadOptions
 from earmark.fetch.report import FetchResult
 
 SOURCES_SUFFIXES = (".yaml", ".yml", ".csv", ".tsv")
@@ -29,12 +29,15 @@ def is_sources_list(source: str | Path) -> bool:
 def fetch(source: str | Path, to: str | Path, *, rate_hz: Optional[int] = None, clip_s: Optional[float] = None,
           retries: int = 3, backoff_s: float = 1.0, timeout_s: float = 30.0, max_extract_gb: float = 64.0,
           base_url: Optional[str] = None, checksum: Optional[str] = None, drive_base_url: Optional[str] = None,
-          progress: bool = False, say: Optional[Callable[[str], None]] = None) -> FetchResult:
+          progress: bool = False, say: Optional[Callable[[str], None]] = None,
+          max_download_mb: float = DEFAULT_MAX_DOWNLOAD_MB) -> FetchResult:
     """Fetch a sources list into `to` (clips at `rate_hz`, default 16000) or lay out a preset as `to`/<name>.
 
     None means "not given": an option given for the wrong kind of source is an EarmarkError.
+    `max_download_mb` caps every single download (see earmark.fetch.download).
     """
-    options = DownloadOptions(retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, progress=progress)
+    options = DownloadOptions(retries=retries, backoff_s=backoff_s, timeout_s=timeout_s, progress=progress,
+                              max_download_mb=max_download_mb)
     limits = ArchiveLimits.from_gb(max_extract_gb)
     if is_sources_list(source):
         _refuse("a sources list, whose rows carry their own URLs", base_url=base_url, checksum=checksum)

@@ -58,7 +58,7 @@ def download_media(url: str, folder: Path, options: DownloadOptions, state: Down
         "noplaylist": True,
         "quiet": True, "no_warnings": True, "noprogress": not options.progress, "logger": messages,
         "retries": options.retries, "fragment_retries": options.retries, "extractor_retries": options.retries,
-        "socket_timeout": options.timeout_s,
+        "socket_timeout": options.timeout_s, "max_filesize": options.max_download_bytes,
         "continuedl": True, "overwrites": False, "cachedir": False, "updatetime": False,
     }
     try:
