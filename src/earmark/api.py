@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from earmark.config import Config, as_config
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what `train` returns, without importing the training stack
     from earmark.workflows.train import RunResult
 
 ConfigLike = Config | str | Path | None
@@ -97,9 +97,8 @@ def cv(config: ConfigLike = None, overrides: Sequence[str] = (), *, folds: int |
     """K-fold cross-validation, one ordinary run per held-out fold; returns a `CVResult`."""
     from earmark.workflows.crossval import cross_validate
     loaded = None if resume is not None and config is None and not overrides else as_config(config, overrides)
-    return cross_validate(loaded, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed,
-                          resume=Path(resume) if resume is not None else None, strict=strict,
-                          log=log or (lambda text: None))
+    return cross_validate(loaded, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed, resume=resume,
+                          strict=strict, log=log)
 
 
 def export(run: str | Path, out_dir: str | Path | None = None, *, int8: str | None = None, opset: int | None = None,
@@ -117,10 +116,8 @@ def tune(config: ConfigLike = None, overrides: Sequence[str] = (), *, space: str
     """Hyper-parameter search with Optuna over a YAML space of dotted keys; returns a `TuneResult`."""
     from earmark.workflows.tune import run_study
     loaded = None if resume is not None and config is None and not overrides else as_config(config, overrides)
-    return run_study(loaded, Path(space) if space is not None else None, trials=trials, seed=seed,
-                     timeout_s=timeout_s, resume=Path(resume) if resume is not None else None, pruner=pruner,
-                     startup_trials=startup_trials, keep=keep, evaluate_trials=evaluate_trials,
-                     log=log or (lambda text: None))
+    return run_study(loaded, space, trials=trials, seed=seed, timeout_s=timeout_s, resume=resume, pruner=pruner,
+                     startup_trials=startup_trials, keep=keep, evaluate_trials=evaluate_trials, log=log)
 
 
 def fetch(source: str | Path, to: str | Path, *, rate_hz: int | None = None, clip_s: float | None = None,
@@ -132,6 +129,19 @@ def fetch(source: str | Path, to: str | Path, *, rate_hz: int | None = None, cli
     return fetch_data(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, backoff_s=backoff_s,
                       timeout_s=timeout_s, max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
                       drive_base_url=drive_base_url, progress=progress, say=say, max_download_mb=max_download_mb)
+
+
+def embed(config: ConfigLike = None, overrides: Sequence[str] = (), *, out: str | Path, strict: bool = False):
+    """One pretrained-backbone embedding per clip into `out` (.npy + index CSV, .csv, .parquet); cached."""
+    from earmark.workflows.embed import embed as delegate
+    return delegate(config, overrides, out, strict=strict)
+
+
+def audit(config: ConfigLike = None, overrides: Sequence[str] = (), *, out_dir: str | Path | None = None,
+          folds: int = 5):
+    """Likely mislabels: training clips whose label out-of-fold probes disagree with (suspect_labels.csv)."""
+    from earmark.workflows.embed import audit as delegate
+    return delegate(config, overrides, out_dir, folds=folds)
 
 
 def datasets() -> list[dict[str, str]]:

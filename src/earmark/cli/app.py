@@ -10,9 +10,7 @@ import typer
 
 from earmark.cli.output import (
     make_console,
-    print_datasets,
     print_evaluation,
-    print_fetch_result,
     print_metrics,
     print_stream,
     print_table,
@@ -333,47 +331,6 @@ def tune(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show
                   f"report: {result.tune_dir / 'tune_report.html'}")
 
 
-
-@app.command()
-def fetch(source: str = typer.Argument(..., help="a sources list (SOURCES.yaml / SOURCES.csv) or a preset name "
-                                                  "(see `earmark datasets`)"),
-          to: Path = typer.Option(..., "--to", help="folder to fill; nothing already in it is overwritten"),
-          rate_hz: Optional[int] = typer.Option(None, "--rate-hz", min=1, show_default=False,
-                                                help="sources list: sample rate of the WAV clips [default: 16000]"),
-          clip_s: Optional[float] = typer.Option(None, "--clip-s", min=0.01,
-                                                 help="sources list: cut each source into clips of this length"),
-          retries: int = typer.Option(3, min=0, help="extra attempts per download after a transient failure"),
-          timeout_s: float = typer.Option(30.0, "--timeout-s", min=0.1,
-                                          help="seconds to wait for a server; a download averaging under 1 KiB/s "
-                                               "over this long is cut off and retried"),
-          max_download_mb: float = typer.Option(2048.0, "--max-download-mb", min=0.000001,
-                                                help="MiB; a larger download fails and its partial file is deleted"),
-          max_extract_gb: float = typer.Option(64.0, "--max-extract-gb", min=0.000001,
-                                               help="refuse archives that expand beyond this size"),
-          base_url: Optional[str] = typer.Option(None, "--base-url",
-                                                 help="preset: download <BASE_URL>/<archive> from a mirror"),
-          checksum: Optional[str] = typer.Option(None, help="preset: the archive's expected sha256:<hex> or md5:<hex>"),
-          drive_base_url: Optional[str] = typer.Option(None, "--drive-base-url",
-                                                       help="host answering Google Drive's uc?export=download "
-                                                            "(a mirror or test server)")) -> None:
-    """Download a sources list (video sites, Google Drive, HTTP files and archives) or a public data set."""
-    from earmark import api
-
-    console = make_console()
-    result = api.fetch(source, to, rate_hz=rate_hz, clip_s=clip_s, retries=retries, timeout_s=timeout_s,
-                       max_extract_gb=max_extract_gb, base_url=base_url, checksum=checksum,
-                       drive_base_url=drive_base_url, progress=True, max_download_mb=max_download_mb,
-                       say=lambda text: console.print(text, markup=False, highlight=False))
-    if print_fetch_result(console, result):
-        raise typer.Exit(1)
-
-
-@app.command()
-def datasets() -> None:
-    """List the data sets `earmark fetch NAME --to DIR` can download, with license, size and checksum."""
-    from earmark import api
-
-    print_datasets(api.datasets())
 
 
 def main() -> None:

@@ -71,7 +71,7 @@ def make_plan(config: Config, folds: Optional[int] = None, group_by: Optional[st
 
 def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, group_by: Optional[str] = None,
                    fold_column: Optional[str] = None, seed: Optional[int] = None, resume: Optional[Path] = None,
-                   strict: bool = False, log: Callable[[str], None] = lambda text: None) -> CVResult:
+                   strict: bool = False, log: Optional[Callable[[str], None]] = None) -> CVResult:
     """Train and test one run per fold under one CV folder and write the summary; see the module doc
     and `make_plan` for the defaults.
 
@@ -82,6 +82,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
     from earmark.data.prepared import decode_items, with_splits
     from earmark.data.splits import cv_folds, groups_in_several_folds
     from earmark.reports.crossval import write_cv_summary
+
+    resume, log = Path(resume) if resume is not None else None, log or (lambda text: None)
     from earmark.workflows import train as training
     from earmark.workflows.plan import plan_model
 

@@ -47,7 +47,7 @@ class TuneResult:
 def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, seed: Optional[int] = None,
               timeout_s: Optional[float] = None, resume: Optional[Path] = None,
               pruner: Union[str, Any] = "median", startup_trials: int = 5, keep: str = "all",
-              evaluate_trials: bool = False, log: Callable[[str], None] = lambda text: None) -> TuneResult:
+              evaluate_trials: bool = False, log: Optional[Callable[[str], None]] = None) -> TuneResult:
     """Search until the study holds `trials` finished trials (or `timeout_s` passed), then write
     trials.csv, the history plot, best_config.yaml and the summary. `resume`: an earlier tune folder,
     whose config and space are used when none are given (given ones must be the same). keep: "all"
@@ -57,6 +57,9 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
 
     from earmark.workflows import train as training
     from earmark.workflows.prepare import prepare
+
+    space, log = Path(space) if space is not None else None, log or (lambda text: None)
+    resume = Path(resume) if resume is not None else None
 
     started = time.perf_counter()
     if trials < 1:
