@@ -9,7 +9,7 @@ Layout of one cache folder, `data.cache_dir / <12-hex hash of data.audio_key()>`
 
 A file whose (absolute path, size, mtime_ns) matches the index is never decoded again,
 bad files included (they are retried only once the file changes). Changed files get new
-rows; their old rows stay in waves.f32 unreferenced until `earmark clean` (`clean_cache`)
+rows; their old rows stay in waves.f32 unreferenced until `earmark clean` (`earmark.data.clean`)
 removes the folder. Writes are crash-safe: rows are appended and flushed before the index
 that points at them is replaced atomically, so an interrupted prepare keeps all it had.
 Concurrent prepares of one folder take turns (a POSIX file lock); readers need no lock.
@@ -22,7 +22,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -38,6 +37,7 @@ import pandas as pd
 from earmark.config import DataConfig
 from earmark.data.audio import AudioError, clip_samples, extension, load_segments
 from earmark.errors import EarmarkError
+from earmark.files import mark_generated
 
 CACHE_VERSION = 1
 WAVES_FILE, INDEX_FILE, META_FILE, LOCK_FILE = "waves.f32", "index.csv", "meta.json", "lock"
@@ -133,27 +133,6 @@ def prepare_cache(
                          n_segments=len(segments), seconds=time.perf_counter() - started)
     return DecodedCache(directory=folder, waves=_open_waves(folder, n_samples), segments=segments, files=files,
                         bad_files=bad[["path", "reason"]].reset_index(drop=True), stats=stats)
-
-
-def clean_cache(cache_dir: str | os.PathLike) -> int:
-    """Remove the cache folders under `cache_dir` (or `cache_dir` itself if it is one); bytes freed.
-
-    Only folders holding an earmark meta.json are removed, so a mistyped path cannot wipe other data.
-    """
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return 0
-    is_cache = (cache_dir / META_FILE).is_file()
-    folders = [cache_dir] if is_cache else [p for p in cache_dir.iterdir() if (p / META_FILE).is_file()]
-    freed = 0
-    for folder in folders:
-        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        shutil.rmtree(folder)
-    try:
-        cache_dir.rmdir()  # only succeeds when nothing else is left in it
-    except OSError:
-        pass
-    return freed
 
 
 def decode_batch(paths: Sequence[str], data: DataConfig) -> list[tuple[str, np.ndarray | None, dict, str]]:
@@ -347,7 +326,7 @@ def _open_folder(folder: Path, data: DataConfig, n_samples: int) -> dict[str, di
                 "remove it with `earmark clean` and prepare again"
             )
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        mark_generated(folder)  # `earmark clean` removes only folders that carry the marker
         for leftover in (WAVES_FILE, INDEX_FILE):  # without meta.json these cannot be trusted
             (folder / leftover).unlink(missing_ok=True)
         tmp = folder / (META_FILE + ".tmp")
@@ -362,7 +341,8 @@ def _open_folder(folder: Path, data: DataConfig, n_samples: int) -> dict[str, di
             na_values={"orig_sample_rate_hz": [""], "channels": [""], "duration_s": ["", "nan"]},
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        warnings.warn(f"cache index {index_path} is unreadable ({exc}); its files will be decoded again")
+        warnings.warn(f"cache index {index_path} is unreadable ({exc}); its files will be decoded again",
+                      stacklevel=2)
         return {}
     rows_on_disk = _rows_on_disk(folder, n_samples)
     table = table[table["first_row"] + table["n_rows"] <= rows_on_disk]  # never point past the data
