@@ -133,16 +133,19 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
         raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
     result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
                          batch_size=batch_size, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
-    console = make_console()
-    if out is None:
+    console, failed = make_console(), len(result.bad_files) > 0 and len(result.files) == 0
+    if out is None and not failed:
         print_table(result.files)
         if result.timeline is not None and len(result.timeline):
             print_table(result.timeline)
-    else:
+    elif not failed:
         timeline = " and a timeline" if result.timeline is not None else ""
         console.print(f"{len(result.files)} predictions{timeline} written to {out}")
     for row in result.bad_files.itertuples(index=False):
         console.print(f"[bold yellow]skipped[/] {row.path}: {row.reason}")
+    if failed:  # exit status 1 (README): every input failed, nothing was predicted or written
+        print(f"no predictions: all {len(result.bad_files)} input(s) failed; nothing written", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()

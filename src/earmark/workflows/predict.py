@@ -28,7 +28,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
         groups = [group for _, group in resolved]
     result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=groups,
                                      batch_size=batch_size)
-    if out is not None:
+    if out is not None and len(result.files):  # every input failed: no empty, header-less CSV
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         result.files.to_csv(out, index=False)
