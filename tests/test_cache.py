@@ -15,7 +15,8 @@ from earmark.config import DataConfig
 from earmark.data import cache as cache_module
 from earmark.data import cache_index
 from earmark.data.audio import load_segments
-from earmark.data.cache import clean_cache, prepare_cache
+from earmark.data.cache import prepare_cache
+from earmark.data.clean import clean_cache
 
 
 def write_tone(path: Path, frequency_hz: float, duration_s: float, rate_hz: int = 8000) -> str:
@@ -207,3 +208,28 @@ def test_concurrent_prepares_of_one_folder_take_turns(tones, data):
     assert sorted(cache.stats.n_decoded for cache in caches) == [0, 6]
     for path in tones:
         np.testing.assert_array_equal(clips_of(caches[1], path), load_segments(path, data)[0])
+
+
+def test_clean_deletes_only_what_earmark_marked(tones, data, tmp_path):
+    import json
+
+    from earmark import api
+    from earmark.config import load_config
+    from earmark.data.splits import write_splits
+
+    workspace, cache_dir = tmp_path / "ws", data.cache_dir
+    mine = workspace / "splits" / "mine"  # the user's own folders under workspace and cache_dir
+    mine.mkdir(parents=True)
+    (mine / "train.csv").write_text("my data")
+    (cache_dir / "notes").mkdir(parents=True)
+    (cache_dir / "notes" / "meta.json").write_text("{}")
+    items = pd.DataFrame({"path": ["a.wav"], "label": ["x"], "split": ["train"]})
+    write_splits(items, workspace / "splits" / "abc123", {})
+    prepare_cache(tones, data, progress=False)
+    old = next(p for p in cache_dir.iterdir() if (p / "meta.json").is_file() and p.name != "notes")
+    (old / ".earmark-generated").unlink()  # a cache from before the marker: earmark's meta.json and index.csv
+    assert set(json.loads((old / "meta.json").read_text())) >= {"version", "audio_key", "n_samples"}
+    config = load_config(overrides=[f"workspace={workspace}", f"data.cache_dir={cache_dir}"])
+    assert api.clean(config) > 0
+    assert (mine / "train.csv").read_text() == "my data" and (cache_dir / "notes" / "meta.json").exists()
+    assert not (workspace / "splits" / "abc123").exists() and not old.exists()

@@ -78,3 +78,10 @@ def test_audio_key_ignores_feature_settings():
     assert a.data.audio_key() == b.data.audio_key()
     c = load_config(overrides=["data.sample_rate_hz=8000"])
     assert a.data.audio_key() != c.data.audio_key()
+
+
+@pytest.mark.parametrize("name", ["../..", "..", ".", "a/b", "/tmp/x", "a\\b"])
+def test_a_run_name_cannot_leave_runs_dir(name):
+    with pytest.raises(EarmarkError, match="name: must be a plain folder name inside runs_dir"):
+        load_config(overrides=[f"name={name}"])
+    assert load_config(overrides=["name=my-run.v2"]).name == "my-run.v2"

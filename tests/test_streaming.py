@@ -159,3 +159,29 @@ def test_bad_stream_options_are_named():
         stdin_blocks("mp3", 8000, 1, stream=io.BytesIO(b""))
     with pytest.raises(EarmarkError, match="cannot read a WAV stream"):
         list(stdin_blocks("wav", stream=io.BytesIO(b"garbage bytes, not a wav")).blocks)
+
+
+def test_nan_or_infinite_stream_samples_are_refused():
+    def blocks(bad: float):
+        yield np.zeros(4000, dtype=np.float32)
+        yield np.full(4000, bad, dtype=np.float32)
+
+    for bad in (np.nan, np.inf):
+        with pytest.raises(EarmarkError, match="NaN or infinite samples .* at 0.50 s"):
+            list(StreamPrediction(LoudnessPredictor(), AudioBlocks(blocks(bad), 8000), path="x.wav"))
+
+
+def test_the_command_line_refuses_a_nan_stream_and_fails_when_every_input_failed(onnx_model, tmp_path):
+    pcm = np.full(RATE_HZ, np.nan, dtype="<f4").tobytes()
+    done = subprocess.run([sys.executable, "-m", "earmark", "predict", str(onnx_model), "--stream", "-",
+                           "--stream-format", "f32le", "--stream-rate", str(RATE_HZ)], input=pcm, capture_output=True,
+                          timeout=300)
+    assert done.returncode == 2 and b"nan" not in done.stdout.lower()
+    assert done.stderr.decode().startswith("error:") and "NaN or infinite" in done.stderr.decode()
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    out = tmp_path / "out.csv"
+    done = subprocess.run([sys.executable, "-m", "earmark", "predict", str(onnx_model), str(bad), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "no predictions: all 1 input(s) failed" in done.stderr, done.stderr
+    assert "skipped" in done.stdout and not out.exists()

@@ -21,36 +21,42 @@ def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict:
 
 def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
-    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`)."""
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False
+          ) -> RunResult:
+    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`).
+    trust_checkpoint (every verb that reads a .ckpt): unpickle it in full, which can run code from the
+    file; by default checkpoints are read with torch's weights_only loader and foreign ones refused."""
     from earmark.workflows.train import train as delegate
     return delegate(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch, prepared=prepared,
-               extra_callbacks=extra_callbacks, evaluate_test=evaluate_test)
+               extra_callbacks=extra_callbacks, evaluate_test=evaluate_test, trust_checkpoint=trust_checkpoint)
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
-             group_by: Sequence[str] = ()) -> dict[str, Any]:
+             group_by: Sequence[str] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
     """Re-score a run on its test split, another config's test split or a CSV; returns metrics.json's content."""
     from earmark.workflows.evaluate import evaluate as delegate
-    return delegate(run, data, out_dir, group_by=group_by)
+    return delegate(run, data, out_dir, group_by=group_by, trust_checkpoint=trust_checkpoint)
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
-            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None):
+            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
+            trust_checkpoint: bool = False):
     """Predict files, folders, CSV lists or "-" with a run, a .ckpt or an exported .onnx."""
     from earmark.workflows.predict import predict as run_predict
     return run_predict(run, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, device=device, groups=groups,
-                       batch_size=batch_size, threads=threads)
+                       batch_size=batch_size, threads=threads, trust_checkpoint=trust_checkpoint)
 
 
 def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,
                    hop_s: float | None = None, stream_format: str = "wav", stream_rate_hz: int | None = None,
-                   stream_channels: int = 1, threads: int | None = None, device: str | None = None):
+                   stream_channels: int = 1, threads: int | None = None, device: str | None = None,
+                   trust_checkpoint: bool = False):
     """Predict a recording window by window as it is read; returns a `StreamPrediction`."""
     from earmark.workflows.predict import predict_stream as delegate
     return delegate(model, source, chunk_s=chunk_s, hop_s=hop_s, stream_format=stream_format,
-               stream_rate_hz=stream_rate_hz, stream_channels=stream_channels, threads=threads, device=device)
+               stream_rate_hz=stream_rate_hz, stream_channels=stream_channels, threads=threads, device=device,
+               trust_checkpoint=trust_checkpoint)
 
 
 def inspect(config: ConfigLike = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None,
@@ -67,22 +73,22 @@ def clean(config: ConfigLike = None, overrides: Sequence[str] = ()) -> int:
 
 
 def create_app(model: str | Path, *, max_upload_mb: float = 20.0, max_duration_s: float = 600.0,
-               request_timeout_s: float = 30.0, threads: int | None = None):
+               request_timeout_s: float = 30.0, threads: int | None = None, trust_checkpoint: bool = False):
     """The FastAPI app that serves `model`: POST /predict, /predict/timeline, GET /labels, /health."""
     from earmark.serve.app import create_app_for
     from earmark.serve.audio import ServeLimits
     limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
-    return create_app_for(model, limits, threads)
+    return create_app_for(model, limits, threads, trust_checkpoint=trust_checkpoint)
 
 
 def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: int | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", trust_checkpoint: bool = False) -> None:
     """Serve `model` over HTTP with uvicorn until interrupted."""
     from earmark.serve.app import run_server
     from earmark.serve.audio import ServeLimits
     limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
-    run_server(model, host, port, limits, threads=threads, log_level=log_level)
+    run_server(model, host, port, limits, threads=threads, log_level=log_level, trust_checkpoint=trust_checkpoint)
 
 
 def compare(runs: Sequence[str | Path], out_dir: str | Path | None = None):
@@ -103,11 +109,11 @@ def cv(config: ConfigLike = None, overrides: Sequence[str] = (), *, folds: int |
 
 def export(run: str | Path, out_dir: str | Path | None = None, *, int8: str | None = None, opset: int | None = None,
            clips: Sequence[str | Path] | None = None, max_int8_drop: float = 2.0, force: bool = False,
-           exporter: str = "auto", log=print):
+           exporter: str = "auto", log=print, trust_checkpoint: bool = False):
     """Export a run to ONNX (front-end inside), parity-checked; INT8 optional. Returns an `ExportResult`."""
     from earmark.export.onnx import export_run
     return export_run(run, out_dir, int8=int8, opset=opset, clips=clips, max_int8_drop=max_int8_drop, force=force,
-                      exporter=exporter, log=log)
+                      exporter=exporter, log=log, trust_checkpoint=trust_checkpoint)
 
 
 def tune(config: ConfigLike = None, overrides: Sequence[str] = (), *, space: str | Path | None = None,

@@ -276,6 +276,13 @@ class Config(Section):
     train: TrainConfig = TrainConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @field_validator("name")
+    @classmethod
+    def _plain_folder_name(cls, name: Optional[str]) -> Optional[str]:  # the run folder stays inside runs_dir
+        if name is not None and (name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0")):
+            raise ValueError(f"must be a plain folder name inside runs_dir, without /, \\ or '..'; got {name!r}")
+        return name
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
 
@@ -313,8 +320,7 @@ def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
             return
         annotation = model.model_fields[part].annotation if model is not None else None
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-        child = node.get(part)
-        if child is None:
+        if (child := node.get(part)) is None:
             child = node[part] = {}
         if not isinstance(child, dict):
             raise EarmarkError(f"config key '{dotted}' is a value, not a section; cannot set '{'.'.join(parts)}'")
@@ -324,8 +330,7 @@ def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
 def _format_validation_error(error: ValidationError, origin: str) -> str:
     lines = [f"invalid configuration ({origin}):"]
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        message = item["msg"]
+        key, message = ".".join(str(p) for p in item["loc"]) or "(top level)", item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "literal_error":
@@ -348,8 +353,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
             raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise EarmarkError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(loaded).__name__}")
-        tree = loaded
-        origin = str(path)
+        tree, origin = loaded, str(path)
     for text in overrides or []:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
@@ -393,6 +397,4 @@ def _resolve_relative_paths(config: Config, base: Path) -> Config:
             candidate = base / value
             if candidate.exists():
                 updates[field] = candidate
-    if updates:
-        config = config.model_copy(update={"data": data.model_copy(update=updates)})
-    return config
+    return config.model_copy(update={"data": data.model_copy(update=updates)}) if updates else config

@@ -75,3 +75,20 @@ def safe_name(text: str, default: str = "file") -> str:
     if stem.lower() in WINDOWS_DEVICE_NAMES:
         stem = f"_{stem}"
     return stem + suffix
+
+
+GENERATED_MARKER = ".earmark-generated"  # in every folder earmark creates for itself (caches, splits)
+
+
+def mark_generated(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and mark it as earmark's: `earmark clean` deletes only marked folders."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / GENERATED_MARKER
+    if not marker.exists():
+        marker.write_text("made by earmark; `earmark clean` may delete this folder\n")
+    return folder
+
+
+def is_generated(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / GENERATED_MARKER).is_file()

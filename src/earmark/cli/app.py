@@ -21,6 +21,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
                   help="earmark: labelled sound files in, a trustworthy audio classifier out.")
 
 CONFIG_HELP = "a YAML config, then dotted overrides such as train.max_epochs=5 (no config: the bundled demo)"
+TRUST = typer.Option(False, "--trust-checkpoint", help="unpickle the .ckpt in full, which can run code from it: only "
+                     "for a file you made or trust (default: tensors and plain values only, others refused)")
 
 
 def _split_config_args(args: list[str] | None) -> tuple[Optional[str], list[str]]:
@@ -38,12 +40,14 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
                                                 "(a config given too may only change train.max_epochs)"),
           overfit_batch: bool = typer.Option(False, "--overfit-batch",
                                              help="sanity check: train on one batch without augmentation and "
-                                                  "report whether the loss reaches near zero")) -> None:
+                                                  "report whether the loss reaches near zero"),
+          trust_checkpoint: bool = TRUST) -> None:
     """Prepare the data (once), train, and evaluate the best checkpoint on the test split."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch)
+    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch,
+                       trust_checkpoint=trust_checkpoint)
     if overfit_batch:
         check = result.metrics
         console = make_console()
@@ -79,12 +83,13 @@ def evaluate(run: Path = typer.Argument(..., help="a run directory, e.g. runs/<n
              data: Optional[Path] = typer.Option(None, help="a config (its test split) or a CSV (all rows)"),
              out: Optional[Path] = typer.Option(None, help="where to write metrics, predictions and plots"),
              group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="a metadata column to analyse "
-                                                          "per group (repeatable), e.g. --group-by speaker")) -> None:
+                                                          "per group (repeatable), e.g. --group-by speaker"),
+             trust_checkpoint: bool = TRUST) -> None:
     """Score a trained run on its test split or on other data: metrics, baselines, per-group analysis,
     calibration, warnings, plots and a report."""
     from earmark import api
 
-    metrics = api.evaluate(run, data, out, group_by=group_by or ())
+    metrics = api.evaluate(run, data, out, group_by=group_by or (), trust_checkpoint=trust_checkpoint)
     print_evaluation(metrics, "evaluated clips")
     make_console().print(f"accuracy {metrics['accuracy']:.4f}; report written to {metrics['evaluation_dir']}")
 
@@ -109,7 +114,7 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
                                               "s32le or f32le (give --stream-rate)"),
             stream_rate: Optional[int] = typer.Option(None, min=1, help="--stream - with raw PCM: its rate in Hz"),
             stream_channels: int = typer.Option(1, min=1, help="--stream - with raw PCM: interleaved channels"),
-            ) -> None:
+            trust_checkpoint: bool = TRUST) -> None:
     """Predict labels for audio files with a trained run or an exported ONNX model."""
     from earmark import api
 
@@ -118,22 +123,25 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
             raise EarmarkError("--stream reads one recording; give it as --stream FILE (or -), without other inputs")
         print_stream(api.predict_stream(model, stream, chunk_s=chunk_s, hop_s=hop_s, stream_format=stream_format,
                                            stream_rate_hz=stream_rate, stream_channels=stream_channels,
-                                           threads=threads, device=device), out)
+                                           threads=threads, device=device, trust_checkpoint=trust_checkpoint), out)
         return
     if not inputs:
         raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
     result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
-                         batch_size=batch_size, threads=threads, device=device)
-    console = make_console()
-    if out is None:
+                         batch_size=batch_size, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
+    console, failed = make_console(), len(result.bad_files) > 0 and len(result.files) == 0
+    if out is None and not failed:
         print_table(result.files)
         if result.timeline is not None and len(result.timeline):
             print_table(result.timeline)
-    else:
+    elif not failed:
         timeline = " and a timeline" if result.timeline is not None else ""
         console.print(f"{len(result.files)} predictions{timeline} written to {out}")
     for row in result.bad_files.itertuples(index=False):
         console.print(f"[bold yellow]skipped[/] {row.path}: {row.reason}")
+    if failed:  # exit status 1 (README): every input failed, nothing was predicted or written
+        print(f"no predictions: all {len(result.bad_files)} input(s) failed; nothing written", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -189,12 +197,14 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
           request_timeout_s: float = typer.Option(30.0, min=0.01, help="per-request time limit (504 after)"),
           threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference (default: the "
                                                 "runtime's)"),
-          log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log")) -> None:
+          log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log"),
+          trust_checkpoint: bool = TRUST) -> None:
     """Serve a trained model over HTTP: POST /predict, POST /predict/timeline, GET /labels, GET /health."""
     from earmark import api
 
     api.serve(model, host=host, port=port, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
-              request_timeout_s=request_timeout_s, threads=threads, log_level=log_level)
+              request_timeout_s=request_timeout_s, threads=threads, log_level=log_level,
+              trust_checkpoint=trust_checkpoint)
 
 
 @app.command()
@@ -283,13 +293,14 @@ def export(run: Path = typer.Argument(..., help="a run directory (or its .ckpt)"
                                                       "(default: the run's test split)"),
            max_int8_drop: float = typer.Option(2.0, min=0, help="most test accuracy INT8 may lose, in points"),
            force: bool = typer.Option(False, "--force", help="keep an INT8 model that loses more than that"),
-           exporter: str = typer.Option("auto", help="auto, dynamo (torch.export) or torchscript (legacy)")) -> None:
+           exporter: str = typer.Option("auto", help="auto, dynamo (torch.export) or torchscript (legacy)"),
+           trust_checkpoint: bool = TRUST) -> None:
     """Export a run to ONNX (raw waveform in, probabilities out), optionally INT8, checked against PyTorch."""
     from earmark import api
 
     console = make_console()
     result = api.export(run, out, int8=int8, opset=opset, clips=clips, max_int8_drop=max_int8_drop, force=force,
-                        exporter=exporter, log=console.print)
+                        exporter=exporter, log=console.print, trust_checkpoint=trust_checkpoint)
     for path in (result.model_path, result.int8_path):
         if path is not None:
             console.print(f"wrote {path}")

@@ -10,7 +10,7 @@ Layout of one cache folder, `data.cache_dir / <12-hex hash of data.audio_key()>`
 
 A file whose (absolute path, size, mtime_ns) matches the index is never decoded again,
 bad files included (they are retried only once the file changes). Changed files get new
-rows; their old rows stay in waves.f32 unreferenced until `earmark clean` (`clean_cache`)
+rows; their old rows stay in waves.f32 unreferenced until `earmark clean` (`earmark.data.clean`)
 removes the folder. Writes are crash-safe: rows are written and flushed before the index
 that points at them is replaced atomically, so an interrupted prepare keeps all it had, and
 the rows it wrote that nothing points at are reused by the next prepare (even after kill -9).
@@ -25,7 +25,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,7 +41,6 @@ from earmark.data.audio import AudioError, clip_samples, extension, load_segment
 from earmark.data.cache_index import (
     INDEX_COLUMNS,
     INDEX_DTYPES,
-    META_FILE,
     WAVE_DTYPE,
     WAVES_FILE,
     checkpoint,
@@ -146,27 +144,6 @@ def prepare_cache(
                          n_segments=len(segments), seconds=time.perf_counter() - started)
     return DecodedCache(directory=folder, waves=open_waves(folder, n_samples), segments=segments, files=files,
                         bad_files=bad[["path", "reason"]].reset_index(drop=True), stats=stats)
-
-
-def clean_cache(cache_dir: str | os.PathLike) -> int:
-    """Remove the cache folders under `cache_dir` (or `cache_dir` itself if it is one); bytes freed.
-
-    Only folders holding an earmark meta.json are removed, so a mistyped path cannot wipe other data.
-    """
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return 0
-    is_cache = (cache_dir / META_FILE).is_file()
-    folders = [cache_dir] if is_cache else [p for p in cache_dir.iterdir() if (p / META_FILE).is_file()]
-    freed = 0
-    for folder in folders:
-        freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        shutil.rmtree(folder)
-    try:
-        cache_dir.rmdir()  # only succeeds when nothing else is left in it
-    except OSError:
-        pass
-    return freed
 
 
 def decode_batch(paths: Sequence[str], data: DataConfig) -> list[tuple[str, np.ndarray | None, dict, str]]:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from earmark.config import DataConfig
 from earmark.errors import EarmarkError
+from earmark.files import mark_generated
 
 CACHE_VERSION = 1
 WAVES_FILE, INDEX_FILE, META_FILE = "waves.f32", "index.csv", "meta.json"
@@ -55,6 +56,7 @@ def open_folder(folder: Path, data: DataConfig, n_samples: int) -> dict[str, dic
             )
     else:
         folder.mkdir(parents=True, exist_ok=True)
+        mark_generated(folder)  # `earmark clean` removes only folders that carry the marker
         for leftover in (WAVES_FILE, INDEX_FILE):  # without meta.json these cannot be trusted
             (folder / leftover).unlink(missing_ok=True)
         tmp = folder / (META_FILE + ".tmp")

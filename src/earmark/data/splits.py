@@ -24,7 +24,7 @@ from sklearn.model_selection import GroupKFold, GroupShuffleSplit, ShuffleSplit,
 from earmark.config import SplitConfig
 from earmark.data.labels import natural_key
 from earmark.errors import EarmarkError
-from earmark.files import atomic_write_text
+from earmark.files import atomic_write_text, mark_generated
 
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("path", "label", "group", "fold", "split")
@@ -101,8 +101,7 @@ def split_stats(items: pd.DataFrame, group_key: Optional[str]) -> dict:
 
 def write_splits(items: pd.DataFrame, out_dir: Path, stats: dict) -> None:
     """train.csv, val.csv, test.csv (all columns) and split_stats.json, each written atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = mark_generated(out_dir)  # `earmark clean` deletes only marked folders
     for name in SPLITS:
         atomic_write_text(out_dir / f"{name}.csv", items[items["split"] == name].to_csv(index=False))
     atomic_write_text(out_dir / "split_stats.json", json.dumps(stats, indent=2, default=str) + "\n")

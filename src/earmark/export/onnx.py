@@ -70,13 +70,14 @@ class ExportGraph:
         return graph(classifier).eval()
 
 
-def load_classifier(run: str | Path):
-    """(the run's AudioClassifier on the CPU in eval mode, its run directory or None for a bare .ckpt)."""
+def load_classifier(run: str | Path, trust_checkpoint: bool = False):
+    """(the run's AudioClassifier on the CPU in eval mode, its run directory or None for a bare .ckpt);
+    the checkpoint is read without running code from it unless `trust_checkpoint`."""
     from earmark.rundir import RunDir, find_checkpoint
-    from earmark.train.module import AudioClassifier
+    from earmark.train.checkpoints import read_checkpoint
 
     checkpoint = find_checkpoint(Path(run))
-    module = AudioClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    module = read_checkpoint(checkpoint, trust=trust_checkpoint)[1].eval()
     run = RunDir.of_checkpoint(checkpoint)
     return module, run.path if run is not None else None
 
@@ -198,7 +199,7 @@ def _opset_of(path: Path) -> int:
 def export_run(run: str | Path, out_dir: str | Path | None = None, *, int8: str | None = None,
                opset: int | None = None, clips: Sequence[str | Path] | None = None,
                max_int8_drop: float = DEFAULT_MAX_INT8_DROP, force: bool = False, exporter: str = "auto",
-               log=print) -> ExportResult:
+               log=print, trust_checkpoint: bool = False) -> ExportResult:
     """Export a run (or .ckpt) to `out_dir/model.onnx` (+ `model.int8.onnx`), checked against PyTorch.
 
     clips: files/folders/CSV lists to check parity on (default: the run's test split).
@@ -213,7 +214,7 @@ def export_run(run: str | Path, out_dir: str | Path | None = None, *, int8: str 
 
     if int8 is not None and int8 not in INT8_MODES:
         raise EarmarkError(f"--int8 must be one of {', '.join(INT8_MODES)}; got {int8!r}")
-    module, run_dir = load_classifier(run)
+    module, run_dir = load_classifier(run, trust_checkpoint)
     if int8 == "static" and run_dir is None:
         raise EarmarkError(f"static INT8 is calibrated on the run's training clips, and {run} is a bare checkpoint "
                            f"without its run directory; give the run directory, or use --int8 dynamic")

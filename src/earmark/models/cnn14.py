@@ -9,7 +9,6 @@ own front-end (`spectrogram_extractor`, `logmel_extractor`, `bn0`) and AudioSet 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -20,7 +19,7 @@ from torch import nn
 from earmark.errors import EarmarkError
 from earmark.models.base import PooledClassifier
 from earmark.models.registry import register_model
-from earmark.models.weights import local_weights
+from earmark.models.weights import load_torch_file, local_weights
 
 BLOCK_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 BLOCK_DROPOUT = 0.2  # after every conv block, as in PANNs
@@ -78,22 +77,29 @@ class Cnn14(PooledClassifier):
         return F.relu(self.fc1(x))  # (B, 2048/d)
 
 
-def load_panns_checkpoint(model: Cnn14, path: Path) -> int:
+def panns_globals() -> list:
+    """The globals PANNs' official checkpoints hold besides tensors: numpy arrays (the sampler's state),
+    under numpy 1's and numpy 2's module names."""
+    import numpy as np
+    from numpy._core.multiarray import _reconstruct
+
+    dtypes = [type(np.dtype(name)) for name in ("int32", "int64", "uint32", "float32", "float64", "bool")]
+    return [_reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
+
+
+def load_panns_checkpoint(model: Cnn14, path: Path, trust: bool = False) -> int:
     """Copy a PANNs checkpoint's conv/BN/fc1 tensors into `model`; returns how many were loaded.
 
     The first conv is adapted to the model's input channels (repeated and scaled, as timm does).
-    Keys or shapes that do not match raise an EarmarkError naming the file.
+    Keys or shapes that do not match raise an EarmarkError naming the file. The file is read without
+    running code (numpy arrays of PANNs' sampler state allowed); `trust` (model.params.trust_checkpoint)
+    unpickles it in full.
     """
     try:
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # PANNs' training script pickled extra state (iteration, sampler) next to the weights; the
-            # file is the one the user named in their own config, so a full unpickle is acceptable here
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
-        raise EarmarkError(f"model.params.checkpoint_path={path} is not a readable PyTorch checkpoint "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        checkpoint = load_torch_file(path, trust=trust, allowed=panns_globals(),
+                                     opt_in="model.params.trust_checkpoint=true")
+    except EarmarkError as exc:
+        raise EarmarkError(f"model.params.checkpoint_path: {exc}") from None
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise EarmarkError(f"model.params.checkpoint_path={path} holds no state dict (expected {{'model': {{...}}}} "
@@ -126,7 +132,7 @@ def load_panns_checkpoint(model: Cnn14, path: Path) -> int:
                 pretrained="PANNs AudioSet checkpoint via model.params.checkpoint_path (Cnn14_mAP=0.431.pth, "
                            "zenodo.org/record/3987831); nothing is downloaded")
 def cnn14(n_classes: int, input_shape: tuple[int, ...], checkpoint_path: Optional[str] = None, width_div: int = 1,
-          dropout: float = 0.5) -> Cnn14:
+          dropout: float = 0.5, trust_checkpoint: bool = False) -> Cnn14:
     if not isinstance(width_div, int) or width_div < 1 or BLOCK_CHANNELS[0] % width_div:
         raise EarmarkError(f"model.params.width_div must be a positive integer dividing 64 (1, 2, 4, ..., 64); "
                            f"got {width_div!r}")
@@ -135,6 +141,6 @@ def cnn14(n_classes: int, input_shape: tuple[int, ...], checkpoint_path: Optiona
     model = Cnn14(n_classes, in_channels=input_shape[0], width_div=width_div, dropout=dropout)
     path = local_weights(checkpoint_path, field="model.params.checkpoint_path")
     if path is not None:
-        n_loaded = load_panns_checkpoint(model, path)
+        n_loaded = load_panns_checkpoint(model, path, trust=bool(trust_checkpoint))
         model.weights_report_ = f"loaded {n_loaded} tensors from {path} (fc_audioset, bn0 and the extractor skipped)"
     return model

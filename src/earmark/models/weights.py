@@ -7,8 +7,9 @@ silently random weights.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from earmark.errors import EarmarkError
 
@@ -37,3 +38,56 @@ def local_weights(path: Optional[str | Path], *, field: str) -> Optional[Path]:
     if not path.exists():
         raise EarmarkError(f"{field}={path} does not exist; give the path of a saved checkpoint or model folder")
     return path
+
+
+TRUST_OPT_IN = "--trust-checkpoint (Python API: trust_checkpoint=True)"
+
+
+def load_torch_file(path: str | Path, *, trust: bool = False, allowed: Sequence[Any] = (),
+                    opt_in: str = TRUST_OPT_IN) -> Any:
+    """`torch.load` on the CPU that never runs code from the file: weights_only=True, with exactly the
+    `allowed` extra globals, allowed for this one load only (torch's `safe_globals`, scoped).
+
+    A file weights_only refuses (a pickle that names other Python objects, random bytes, another
+    program's format) is an EarmarkError naming the file and `opt_in`. `trust=True` is that opt-in:
+    a full unpickle, for a file the user made or vouches for (it can run any code the file holds).
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise EarmarkError(f"{path} does not exist or is not a file; give a checkpoint (.ckpt) written by earmark")
+    try:
+        if trust:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if trust:
+            raise EarmarkError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        raise EarmarkError(f"{path} was not loaded: {_refusal_reason(path, exc)}. earmark loads checkpoints "
+                           f"without running code from them; only if you made this file or trust its source, "
+                           f"pass {opt_in}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, empty, wrong format: all mean "not a checkpoint"
+        raise EarmarkError(f"{path} is not a readable PyTorch checkpoint ({_first_line(exc)}); it may be truncated "
+                           f"or not a checkpoint at all") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+def _refusal_reason(path: Path, exc: BaseException) -> str:
+    """Why weights_only refused `path`: the Python objects it names, or that it is no PyTorch checkpoint."""
+    import torch
+
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not torch's zip format: look at the error itself
+        names = re.findall(r"GLOBAL (\S+)", str(exc))
+    if names:
+        return f"it holds Python objects beyond tensors and plain values ({', '.join(names[:4])}), which could run code"
+    return "it is corrupt, or not a PyTorch checkpoint that holds only tensors and plain values"

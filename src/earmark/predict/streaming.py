@@ -120,7 +120,12 @@ class StreamPrediction:
         cutter = WindowCutter(windows)
         resampler = MonoResampler(int(self.source.rate_hz), self.predictor.contract.sample_rate_hz)
         max_block = max(1, windows.hop)  # big blocks go in hop-sized pieces: the buffer stays bounded
+        frames_read = 0
         for block in self.source.blocks:
+            if not np.isfinite(block).all():  # refused, as batch predict and the server refuse it
+                raise EarmarkError(f"{self.path}: the audio contains NaN or infinite samples (in the block at "
+                                   f"{frames_read / self.source.rate_hz:.2f} s); nothing after it is predicted")
+            frames_read += len(block)
             samples = resampler(block)
             for first in range(0, len(samples), max_block):
                 yield from self._rows(cutter.push(samples[first:first + max_block]), cutter)

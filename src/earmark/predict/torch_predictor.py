@@ -17,11 +17,13 @@ from earmark.predict.inputs import AUDIO_EXTENSIONS, resolve_grouped_inputs, res
 from earmark.rundir import find_checkpoint
 
 
-def load_predictor(model: str | Path, *, threads: int | None = None, device: str | None = None) -> FilePredictor:
+def load_predictor(model: str | Path, *, threads: int | None = None, device: str | None = None,
+                   trust_checkpoint: bool = False) -> FilePredictor:
     """A predictor for a run directory or .ckpt (torch) or an exported .onnx file (onnxruntime only).
 
     threads: CPU threads for one prediction (onnxruntime's intra_op_num_threads; torch's set_num_threads,
         which is process-wide). device: "cpu" or "cuda" (default: cuda when available for torch, cpu for ONNX).
+    trust_checkpoint: unpickle a .ckpt in full (it can run code); only for a file you trust.
     """
     model = Path(model)
     if model.suffix.lower() == ".onnx":
@@ -32,7 +34,7 @@ def load_predictor(model: str | Path, *, threads: int | None = None, device: str
         import torch
 
         torch.set_num_threads(threads)
-    return Predictor.from_run(model, device=device)
+    return Predictor.from_run(model, device=device, trust_checkpoint=trust_checkpoint)
 
 
 class Predictor(FilePredictor):
@@ -53,14 +55,15 @@ class Predictor(FilePredictor):
         self.reject_threshold = float(threshold) if threshold is not None else 0.0
 
     @classmethod
-    def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best") -> "Predictor":
+    def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best",
+                 trust_checkpoint: bool = False) -> "Predictor":
+        """The run's (or .ckpt's) model, read without running code from the file unless `trust_checkpoint`."""
         import torch
 
-        from earmark.train.module import AudioClassifier
+        from earmark.train.checkpoints import read_checkpoint
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        module = AudioClassifier.load_from_checkpoint(find_checkpoint(Path(run), checkpoint), map_location=device,
-                                                      weights_only=False)
+        _, module = read_checkpoint(find_checkpoint(Path(run), checkpoint), trust=trust_checkpoint)
         return cls(module, device)
 
     @property

@@ -132,7 +132,7 @@ class ModelService:
                            "max_pending": limits.max_pending, "max_windows": limits.max_windows}}
 
 
-def load_model(model: str | Path, threads: Optional[int] = None):
+def load_model(model: str | Path, threads: Optional[int] = None, trust_checkpoint: bool = False):
     """A run directory or .ckpt (torch) or a model.onnx (onnxruntime) → its predictor."""
     from earmark.predict.torch_predictor import load_predictor
 
@@ -140,7 +140,7 @@ def load_model(model: str | Path, threads: Optional[int] = None):
     if not model.exists():
         raise EarmarkError(f"model not found: {model} (give a run directory such as runs/<name>, a .ckpt or a "
                            f"model.onnx from `earmark export`)")
-    return load_predictor(model, threads=threads)
+    return load_predictor(model, threads=threads, trust_checkpoint=trust_checkpoint)
 
 
 def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: str = "model",
@@ -244,9 +244,11 @@ def model_name(model: str | Path) -> str:
     return f"{run_dir.name}/{model.name}"
 
 
-def create_app_for(model: str | Path, limits: ServeLimits, threads: Optional[int] = None):
+def create_app_for(model: str | Path, limits: ServeLimits, threads: Optional[int] = None,
+                   trust_checkpoint: bool = False):
     """The app serving the run, checkpoint or .onnx at `model`."""
-    return create_app(load_model(model, threads), limits, model_name=model_name(model), model_path=str(model))
+    return create_app(load_model(model, threads, trust_checkpoint), limits, model_name=model_name(model),
+                      model_path=str(model))
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -260,11 +262,11 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def run_server(model: str | Path, host: str, port: int, limits: ServeLimits, threads: Optional[int] = None,
-               log_level: str = "info") -> None:
+               log_level: str = "info", trust_checkpoint: bool = False) -> None:
     """Load the model and serve it with uvicorn until interrupted."""
     import uvicorn
 
     if log_level not in LOG_LEVELS:
         raise EarmarkError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {log_level!r}")
     check_port_free(host, port)
-    uvicorn.run(create_app_for(model, limits, threads), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(create_app_for(model, limits, threads, trust_checkpoint), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

@@ -73,13 +73,14 @@ def adaptation_config(config: Config, settings) -> Config:
 
 
 def adapt(config: Config, settings, module, datamodule, phase_one, run_dir: Path, phase_one_done: bool,
-          has_validation: bool, steps_per_epoch: int) -> tuple[Path, float, int]:
+          has_validation: bool, steps_per_epoch: int, trust_checkpoint: bool = False) -> tuple[Path, float, int]:
     """Phase 2 after `phase_one` (its Trainer) from its best weights, or from checkpoints/base.ckpt when
     `phase_one_done` (a resumed run). Writes checkpoints/base.ckpt (phase 1's best) and checkpoints/best.ckpt
-    (the adapted model). Returns (run_dir as rank 0 names it, seconds, epochs)."""
+    (the adapted model). Returns (run_dir as rank 0 names it, seconds, epochs). `trust_checkpoint`: the
+    user's --trust-checkpoint for a resumed run's base.ckpt."""
     import lightning as L
-    import torch
 
+    from earmark.train.checkpoints import load_checkpoint_dict
     from earmark.train.module import AudioClassifier
     from earmark.train.trainer import build_trainer, quiet_fit
 
@@ -95,7 +96,7 @@ def adapt(config: Config, settings, module, datamodule, phase_one, run_dir: Path
     adapt_config = adaptation_config(config, settings)
     L.seed_everything(config.seed, workers=True, verbose=False)
     adapting = AudioClassifier(**{**module.hparams, "train": adapt_config.train.model_dump(), "adapt": True})
-    adapting.load_state_dict(torch.load(base_checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    adapting.load_state_dict(load_checkpoint_dict(base_checkpoint, trust=trust_checkpoint)["state_dict"])
     trainer = build_trainer(adapt_config, run_dir / ADAPT_DIR, has_validation, steps_per_epoch)
     started = time.perf_counter()
     with quiet_fit(r".*module\(s\) in eval mode"):  # the frozen base, on purpose

@@ -192,18 +192,21 @@ def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, la
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
-             group_by: Sequence[str] = ()) -> dict[str, Any]:
+             group_by: Sequence[str] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
     """Re-score a run: on its own test split, on another config's test split, or on every row of a CSV.
 
     group_by: metadata columns analysed per group (accuracy per value, the worst, per_group_<column>.png)
     besides split.group_by, `group` and the run's evaluation.group_by. Writes into `out_dir` (default
     runs/<name>/eval/<time>/) what training's evaluation writes; returns metrics.json's content.
+    The best checkpoint is read (without running code from it, unless `trust_checkpoint`) before any data.
     """
     from earmark.data.prepared import decode_listed, prepare_data
     from earmark.data.splits import load_splits
+    from earmark.predict.torch_predictor import Predictor
 
     run = RunDir(run)
     run_dir, config, labels = run.path, run.load_config(), run.labels()
+    predictor = Predictor.from_run(run_dir, trust_checkpoint=trust_checkpoint)
     if data is None:
         items = load_splits(run.splits)
         items = items[items["split"] == "test"]
@@ -222,4 +225,5 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
     if unknown:
         raise EarmarkError(f"the evaluation data has classes the run never saw: {', '.join(unknown)}")
     out = Path(out_dir) if out_dir else run.new_eval_dir()
-    return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out, config=config, group_by=group_by)
+    return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out, config=config, group_by=group_by,
+                         predictor=predictor)

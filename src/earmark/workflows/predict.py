@@ -8,7 +8,8 @@ from typing import Sequence
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
-            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None):
+            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
+            trust_checkpoint: bool = False):
     """Predict files, folders, CSV lists or "-" (paths on stdin) with a run, a .ckpt or an exported
     .onnx (onnxruntime only, no torch); writes `out` (and `<out>_timeline.csv` when chunking).
 
@@ -19,7 +20,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
     from earmark.data.metadata import COLUMN_ALIASES
     from earmark.predict.torch_predictor import load_predictor, resolve_grouped_inputs
 
-    predictor = load_predictor(run, threads=threads, device=device)
+    predictor = load_predictor(run, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
     columns = [predictor.group_column, *COLUMN_ALIASES["group"]] if predictor.uses_groups else []
     resolved = resolve_grouped_inputs(inputs, columns)
     paths = [path for path, _ in resolved]
@@ -27,7 +28,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
         groups = [group for _, group in resolved]
     result = predictor.predict_files(paths, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=groups,
                                      batch_size=batch_size)
-    if out is not None:
+    if out is not None and len(result.files):  # every input failed: no empty, header-less CSV
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         result.files.to_csv(out, index=False)
@@ -38,7 +39,8 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
 
 def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,
                    hop_s: float | None = None, stream_format: str = "wav", stream_rate_hz: int | None = None,
-                   stream_channels: int = 1, threads: int | None = None, device: str | None = None):
+                   stream_channels: int = 1, threads: int | None = None, device: str | None = None,
+                   trust_checkpoint: bool = False):
     """Predict a recording as it is read: iterating the returned `StreamPrediction` gives one
     {path, start_s, end_s, label, probability} per window (default: the model's clip length and hop)
     as soon as it completes, in bounded memory; its `summary()` then gives the recording's label.
@@ -49,7 +51,7 @@ def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: floa
     from earmark.predict.streaming import StreamPrediction, file_blocks, stdin_blocks
     from earmark.predict.torch_predictor import load_predictor
 
-    predictor = load_predictor(model, threads=threads, device=device)
+    predictor = load_predictor(model, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
     if str(source) == "-":
         audio = stdin_blocks(stream_format, stream_rate_hz, stream_channels)
     else:

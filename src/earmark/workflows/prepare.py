@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -22,13 +21,9 @@ def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] 
 
 
 def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> int:
-    """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched."""
-    from earmark.data.cache import clean_cache
+    """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched, and only
+    folders earmark marked as its own are deleted (see `earmark.data.clean`)."""
+    from earmark.data.clean import clean_cache, clean_splits
 
     config = as_config(config, overrides)
-    freed = clean_cache(config.data.cache_dir)
-    splits = config.workspace / "splits"
-    if splits.exists():
-        freed += sum(p.stat().st_size for p in splits.rglob("*") if p.is_file())
-        shutil.rmtree(splits)
-    return freed
+    return clean_cache(config.data.cache_dir) + clean_splits(config.workspace / "splits")

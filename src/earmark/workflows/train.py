@@ -39,10 +39,13 @@ def _is_launch_rank_zero() -> bool:
 RESUME_MAY_CHANGE = ("train.max_epochs",)
 
 
-def _resume_config(run: str | Path, config: Config | str | Path | None, overrides: Sequence[str]
-                   ) -> tuple[Config, Path, Path]:
+def _resume_config(run: str | Path, config: Config | str | Path | None, overrides: Sequence[str],
+                   trust_checkpoint: bool = False) -> tuple[Config, Path, Path]:
     """(config, run_dir, last checkpoint) for `--resume`; the run's own config unless one is given,
-    and then it may differ from the run's config.yaml only in `RESUME_MAY_CHANGE`."""
+    and then it may differ from the run's config.yaml only in `RESUME_MAY_CHANGE`. The checkpoint is
+    checked (read without running code, unless `trust_checkpoint`) before anything is decoded."""
+    from earmark.train.checkpoints import MODULE_KEYS, RESUME_KEYS, load_checkpoint_dict
+
     run_dir = Path(run)
     if not RunDir(run_dir).is_run():
         raise EarmarkError(f"cannot resume {run_dir}: it is not a run directory (no config.yaml); "
@@ -61,16 +64,20 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
     if not checkpoint.is_file():
         raise EarmarkError(f"cannot resume {run_dir}: there is no checkpoints/last.ckpt yet (a run writes it at the "
                            f"end of each epoch, or every train.checkpoint_every_n_steps steps); start it again")
+    load_checkpoint_dict(checkpoint, trust=trust_checkpoint, need=MODULE_KEYS + RESUME_KEYS)
     return new, run_dir, checkpoint
 
 
 def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False
+          ) -> RunResult:
     """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory.
 
     resume: a run directory; training continues from its checkpoints/last.ckpt (mid-epoch too) and ends
         as the uninterrupted run would have. `config`/`overrides` may then only change train.max_epochs.
+        Its checkpoints are read without running code from them; `trust_checkpoint` (--trust-checkpoint)
+        unpickles them in full, for files you trust.
     overfit_batch: train on one fixed batch without augmentation and report whether the loss reached
         near zero (metrics: first_loss, final_loss, passed, verdict); writes no run directory.
 
@@ -91,7 +98,7 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         raise EarmarkError("--overfit-batch is a fresh one-batch check; it cannot be combined with --resume")
     checkpoint = None
     if resume is not None:
-        config, run_dir, checkpoint = _resume_config(resume, config, overrides)
+        config, run_dir, checkpoint = _resume_config(resume, config, overrides, trust_checkpoint)
     else:
         config = as_config(config, overrides)
     check_schedule(config.train)
@@ -120,7 +127,7 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
     if primary:
         RunDir(run_dir).config_file.write_text(config.to_yaml())  # on resume: the possibly longer max_epochs
     return _fit_and_evaluate(plan, prepared, module, datamodule, run_dir, checkpoint, extra_callbacks,
-                             evaluate_test)
+                             evaluate_test, trust_checkpoint)
 
 
 def _check_same_data(run_dir: Path, prepared) -> None:
@@ -185,7 +192,8 @@ def _overfit_one_batch(config: Config, module, datamodule) -> RunResult:
 
 
 def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path, checkpoint: Path | None,
-                      extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
+                      extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True,
+                      trust_checkpoint: bool = False) -> RunResult:
     from earmark.train.personalization import base_checkpoint_of
     from earmark.train.trainer import build_trainer, quiet_fit
 
@@ -202,7 +210,8 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
     started = time.perf_counter()
     with quiet_fit():
         if not phase_one_done:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint) if checkpoint else None,
+                        weights_only=not trust_checkpoint)
     fit_seconds = time.perf_counter() - started
     extra: dict[str, Any] = {}
     if uses_groups:  # phase 2: adapt the group embeddings from phase 1's best weights
@@ -210,7 +219,7 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
 
         run_dir, adapt_seconds, extra["adapt_epochs"] = adapt(config, plan.model.personalization, module,
                                                               datamodule, trainer, run_dir, phase_one_done,
-                                                              has_validation, steps_per_epoch)
+                                                              has_validation, steps_per_epoch, trust_checkpoint)
         fit_seconds += adapt_seconds
     if not trainer.is_global_zero:  # rank 0 evaluates and writes; the other ranks are done
         return RunResult(run_dir, {}, fit_seconds)
@@ -223,7 +232,7 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
     predictor = fit_on_validation(run_dir, items[items["split"] == "val"], prepared.cache.waves, prepared.labels,
                                   config.evaluation)
     extra = {"fit_seconds": fit_seconds,
-             "epochs": _phase_one_epochs(checkpoint) if phase_one_done else int(trainer.current_epoch),
+             "epochs": _phase_one_epochs(checkpoint, trust_checkpoint) if phase_one_done else int(trainer.current_epoch),
              **extra, "device_resident": datamodule.device_resident}
     if not evaluate_test:
         return RunResult(run_dir, write_untested_metrics(run_dir, extra), fit_seconds)
@@ -234,9 +243,9 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
                      json.loads(personalization.read_text()) if uses_groups else None)
 
 
-def _phase_one_epochs(checkpoint: Path) -> int:
+def _phase_one_epochs(checkpoint: Path, trust_checkpoint: bool = False) -> int:
     """Epochs a finished phase 1 ran, from its last checkpoint (saved at the end of its last epoch)."""
-    import torch
+    from earmark.train.checkpoints import load_checkpoint_dict
 
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
+    return int(load_checkpoint_dict(checkpoint, trust=trust_checkpoint, need=("epoch",))["epoch"]) + 1
 
