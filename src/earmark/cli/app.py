@@ -10,13 +10,13 @@ import typer
 
 from earmark.cli.output import (
     make_console,
+    print_comparison,
+    print_cv,
     print_datasets,
     print_evaluation,
     print_fetch_result,
     print_metrics,
     print_stream,
-    print_comparison,
-    print_cv,
     print_table,
     print_tune,
 )
