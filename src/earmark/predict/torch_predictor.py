@@ -56,12 +56,10 @@ class Predictor(FilePredictor):
     def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best") -> "Predictor":
         import torch
 
-        from earmark.train.module import AudioClassifier
+        from earmark.train.network import InferenceClassifier  # no Lightning: it takes seconds to import
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        module = AudioClassifier.load_from_checkpoint(find_checkpoint(Path(run), checkpoint), map_location=device,
-                                                      weights_only=False)
-        return cls(module, device)
+        return cls(InferenceClassifier.load(find_checkpoint(Path(run), checkpoint), map_location=device), device)
 
     @property
     def uses_groups(self) -> bool:
