@@ -37,11 +37,12 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
-            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None):
+            groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
+            timeline_out: str | Path | None = None):
     """Predict files, folders, CSV lists or "-" with a run, a .ckpt or an exported .onnx."""
     from earmark.workflows.predict import predict as run_predict
     return run_predict(run, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, device=device, groups=groups,
-                       batch_size=batch_size, threads=threads)
+                       batch_size=batch_size, threads=threads, timeline_out=timeline_out)
 
 
 def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,

@@ -126,7 +126,10 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
                                                          "paths from stdin (one per line)", show_default=False),
             out: Optional[Path] = typer.Option(None, help="CSV to write (default: print a table)"),
             top_k: int = typer.Option(3, min=1, help="how many labels with probabilities per file"),
-            chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length"),
+            chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length "
+                                                    "and write a timeline (one row per window) beside --out"),
+            timeline_out: Optional[Path] = typer.Option(None, help="CSV for the timeline [default with --chunk-s: "
+                                                        "<out stem>_timeline.csv]"),
             hop_s: Optional[float] = typer.Option(None, min=0.01, help="hop between windows (default: chunk_s)"),
             batch_size: int = typer.Option(256, min=1, help="clips per model call"),
             threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: all cores)"),
@@ -153,15 +156,16 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
     if not inputs:
         raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
     result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
-                         batch_size=batch_size, threads=threads, device=device)
+                         batch_size=batch_size, threads=threads, device=device, timeline_out=timeline_out)
     console = make_console()
     if out is None:
         print_table(result.files)
-        if result.timeline is not None and len(result.timeline):
+        if chunk_s is not None and result.timeline_path is None and len(result.timeline):
             print_table(result.timeline)
     else:
-        timeline = " and a timeline" if result.timeline is not None else ""
-        console.print(f"{len(result.files)} predictions{timeline} written to {out}")
+        console.print(f"{len(result.files)} predictions written to {out}", markup=False)
+    if result.timeline_path is not None:
+        console.print(f"timeline ({len(result.timeline)} windows) written to {result.timeline_path}", markup=False)
     for row in result.bad_files.itertuples(index=False):
         console.print(f"[bold yellow]skipped[/] {row.path}: {row.reason}")
 
