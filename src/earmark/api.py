@@ -21,11 +21,12 @@ def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict:
 
 def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True) -> RunResult:
-    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`)."""
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, log=None) -> RunResult:
+    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`); `log` gets
+    the split plan's lines before training."""
     from earmark.workflows.train import train as delegate
     return delegate(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch, prepared=prepared,
-               extra_callbacks=extra_callbacks, evaluate_test=evaluate_test)
+               extra_callbacks=extra_callbacks, evaluate_test=evaluate_test, log=log)
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,

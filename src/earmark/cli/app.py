@@ -16,6 +16,7 @@ from earmark.cli.output import (
     print_evaluation,
     print_fetch_result,
     print_metrics,
+    print_plan_line,
     print_stream,
     print_table,
     print_tune,
@@ -62,7 +63,8 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch)
+    result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch,
+                       log=print_plan_line)
     if overfit_batch:
         check = result.metrics
         console = make_console()
@@ -88,11 +90,12 @@ def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
     console = make_console()
     console.print(f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
                   f"bad: {stats.n_bad}  clips: {stats.n_segments}  ({stats.seconds:.1f} s)")
-    totals = prepared.stats.get("total", {})
-    console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
+    from earmark.config import load_config
+    from earmark.data.split_plan import split_plan_lines
+
+    for line in split_plan_lines(prepared.stats, load_config(config, overrides).split):
+        print_plan_line(line)
     console.print(f"splits and bad_files.csv written to {prepared.split_dir}")
-    for warning in prepared.stats.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/] {warning}")
 
 
 @app.command("config")

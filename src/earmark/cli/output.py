@@ -16,6 +16,17 @@ def make_console():
     return Console(stderr=False, width=output_width())
 
 
+def print_plan_line(line: str) -> None:
+    """A line of the split plan; "warning:" and "note:" lines are marked."""
+    from rich.markup import escape
+
+    for mark, style in (("warning:", "bold yellow"), ("note:", "bold")):
+        if line.startswith(mark):
+            make_console().print(f"[{style}]{mark}[/]{escape(line[len(mark):])}")
+            return
+    make_console().print(line, markup=False)
+
+
 def print_evaluation(metrics: dict, title: str = "test split") -> None:
     """The headline table (model, majority baseline, chance), the other analyses in a line each, warnings."""
     from rich.table import Table
