@@ -362,8 +362,7 @@ def _open_folder(folder: Path, data: DataConfig, n_samples: int) -> dict[str, di
             na_values={"orig_sample_rate_hz": [""], "channels": [""], "duration_s": ["", "nan"]},
         )
     except (ValueError, pd.errors.ParserError) as exc:
-        warnings.warn(f"cache index {index_path} is unreadable ({exc}); its files will be decoded again",
-                      stacklevel=2)
+        warnings.warn(f"cache index {index_path} is unreadable ({exc}); its files are decoded again", stacklevel=2)
         return {}
     rows_on_disk = _rows_on_disk(folder, n_samples)
     table = table[table["first_row"] + table["n_rows"] <= rows_on_disk]  # never point past the data

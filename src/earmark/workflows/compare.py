@@ -14,8 +14,8 @@ def compare(runs: Sequence[str | Path], out_dir: str | Path | None = None):
     compare-<first>-vs-<second>[-and-N-more]-<timestamp> folder beside the first run, named after the runs;
     never overwrites) and returns the `Comparison`."""
     from earmark.evaluate.compare import compare_runs
-    from earmark.reports.compare import write_comparison
     from earmark.files import safe_name
+    from earmark.reports.compare import write_comparison
     from earmark.rundir import new_folder
 
     comparison = compare_runs(list(runs))
