@@ -50,7 +50,9 @@ def test_temperature_is_fitted_on_logits_that_float32_probabilities_cannot_hold(
     assert fit["val_nll_before"] == pytest.approx(negative_log_likelihood(logits, y, 1.0))
     rebuilt = np.log(np.clip(float32, 1e-30, None))  # what rebuilding logits from probabilities gives
     assert fit["val_nll_before"] > 1.5 * negative_log_likelihood(rebuilt, y, 1.0)
-    assert fit["temperature"] == pytest.approx(fit_temperature(logits, y)) and fit["temperature"] > 10
+    assert fit["fitted_temperature"] == pytest.approx(fit_temperature(logits, y)) and fit["fitted_temperature"] > 10
+    if fit["fitted_temperature"] >= 19.8:  # the search's bound: reported, not applied
+        assert fit["temperature"] == 1.0 and fit["notes"]
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy_and_bins_count_every_clip():
@@ -112,3 +114,23 @@ def test_store_calibration_sets_the_loaded_module_and_writes_the_checkpoint_once
     assert float(state["state_dict"]["reject_threshold_"]) == pytest.approx(0.42)
     assert torch.equal(state["state_dict"]["model.weight"], torch.ones(2)) and state["epoch"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["best.ckpt"]  # no temporary file left behind
+
+
+def test_a_temperature_at_the_bound_or_without_improvement_is_not_applied():
+    """A small validation split the model gets all right drives T to the lower bound (sharper is always
+    better there); such a fit is refused, T stays 1, and the notes say why."""
+    from earmark.config import EvaluationConfig
+    from earmark.evaluate.calibrate import accept_temperature, fit_calibration
+
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 2.5, 0.0], [0.0, 0.0, 1.5], [3.0, 0.0, 1.0]])
+    y = np.array([0, 1, 2, 0])
+    assert fit_temperature(logits, y) < 0.06  # the bound
+    fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
+    assert fit["temperature"] == 1.0 and fit["fitted_temperature"] < 0.06 and not fit["calibrated"]
+    assert fit["val_nll_after"] == fit["val_nll_before"]
+    assert any("temperature kept at 1" in note and "bound" in note for note in fit["notes"])
+    # a temperature that makes validation worse is refused too; a good one is kept
+    good_logits, good_y = sampled(2000, 4, 2.0)
+    assert accept_temperature(0.5, good_logits, good_y, 15)[0] == 1.0
+    fitted = fit_temperature(good_logits, good_y)
+    assert accept_temperature(fitted, good_logits, good_y, 15) == (fitted, "")

@@ -91,3 +91,20 @@ def test_inspect_with_augmentation_preview(tone_config, tmp_path):
     for name in ("spectrograms.png", "augment.png", "summary.json"):
         assert (tmp_path / "look" / name).stat().st_size > 0
     assert "augment" in result.stdout and "one batch" in result.stdout
+
+
+def test_version_config_and_flags_in_help(tmp_path):
+    from earmark import __version__
+
+    version = earmark("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"earmark {__version__}"
+    shown = earmark("config", "train.max_epochs=3", "split.test_fold=4", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    import yaml
+
+    resolved = yaml.safe_load(shown.stdout)
+    assert resolved["train"]["max_epochs"] == 3 and resolved["split"]["test_fold"] == "4"
+    assert resolved["features"]["n_mels"] == 64  # the defaults are printed too
+    assert_clean_error(earmark("config", "train.bach_size=3", cwd=tmp_path), "did you mean 'batch_size'")
+    helped = earmark("train", "--help", cwd=tmp_path)
+    assert "--no-strict" in helped.stdout and "<bool>" not in helped.stdout

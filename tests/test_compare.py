@@ -125,7 +125,7 @@ def test_api_compare_writes_json_markdown_html_and_never_overwrites(tmp_path):
     first = api.compare(runs)
     second = api.compare(runs)
     assert first.out_dir != second.out_dir and first.out_dir.parent == tmp_path / "runs"
-    assert first.out_dir.name.startswith("compare-")
+    assert first.out_dir.name.startswith("compare-basic-vs-gpt2-")
     saved = json.loads((first.out_dir / "compare.json").read_text())
     assert saved["differences"][0]["run"] == "gpt2" and saved["differences"][0]["significant"]
     assert "McNemar" in (first.out_dir / "compare.md").read_text()

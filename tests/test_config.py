@@ -85,3 +85,27 @@ def test_a_run_name_cannot_leave_runs_dir(name):
     with pytest.raises(EarmarkError, match="name: must be a plain folder name inside runs_dir"):
         load_config(overrides=[f"name={name}"])
     assert load_config(overrides=["name=my-run.v2"]).name == "my-run.v2"
+
+
+def test_fold_values_may_be_numbers(tmp_path: Path):
+    assert load_config(overrides=["split.test_fold=4", "split.val_fold=3"]).split.test_fold == "4"
+    path = tmp_path / "c.yaml"
+    path.write_text("split:\n  test_fold: 2\n  val_fold: 1.0\n")
+    split = load_config(path).split
+    assert (split.test_fold, split.val_fold) == ("2", "1.0")
+
+
+def test_typos_get_a_suggestion_and_errors_say_where_they_came_from(tmp_path: Path):
+    with pytest.raises(EarmarkError, match=r"did you mean 'max_epochs'"):
+        load_config(overrides=["train.max_epoch=5"])
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  bach_size: 4\n")
+    with pytest.raises(EarmarkError) as error:
+        load_config(path, ["train.lr=0.1"])
+    assert str(path) in str(error.value) and "did you mean 'batch_size'" in str(error.value)
+    path.write_text("train:\n  batch_size: 4\n")
+    with pytest.raises(EarmarkError, match=r"\(command-line override\)") as error:
+        load_config(path, ["train.lr=-1"])
+    assert str(path) not in str(error.value)
+    path.write_text("data:\n  source: folder\n")  # the file is completed by an override
+    assert load_config(path, [f"data.path={tmp_path}"]).data.path == tmp_path

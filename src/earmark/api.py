@@ -21,14 +21,14 @@ def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict:
 
 def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False
-          ) -> RunResult:
-    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`).
-    trust_checkpoint (every verb that reads a .ckpt): unpickle it in full, which can run code from the
-    file; by default checkpoints are read with torch's weights_only loader and foreign ones refused."""
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False,
+          log=None) -> RunResult:
+    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`); `log` gets the split
+    plan's lines. trust_checkpoint (every verb that reads a .ckpt): unpickle it in full, which can run code."""
     from earmark.workflows.train import train as delegate
     return delegate(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch, prepared=prepared,
-               extra_callbacks=extra_callbacks, evaluate_test=evaluate_test, trust_checkpoint=trust_checkpoint)
+                    extra_callbacks=extra_callbacks, evaluate_test=evaluate_test, trust_checkpoint=trust_checkpoint,
+                    log=log)
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
@@ -41,11 +41,12 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
             groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
-            trust_checkpoint: bool = False):
+            trust_checkpoint: bool = False, timeline_out: str | Path | None = None):
     """Predict files, folders, CSV lists or "-" with a run, a .ckpt or an exported .onnx."""
     from earmark.workflows.predict import predict as run_predict
     return run_predict(run, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, device=device, groups=groups,
-                       batch_size=batch_size, threads=threads, trust_checkpoint=trust_checkpoint)
+                       batch_size=batch_size, threads=threads, trust_checkpoint=trust_checkpoint,
+                       timeline_out=timeline_out)
 
 
 def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,

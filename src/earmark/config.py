@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from earmark.config_messages import did_you_mean, error_origin, format_validation_error
 from earmark.errors import EarmarkError
 from earmark.files import AUDIO_EXTENSIONS
 
@@ -79,6 +80,12 @@ class SplitConfig(Section):
     use_predefined: bool = Field(True, description="respect a split or fold column when the data has one")
     test_fold: Optional[str] = Field(None, description="with a fold column: the fold held out for test (default: the last)")
     val_fold: Optional[str] = Field(None, description="with a fold column: the fold used for validation (default: carve from train)")
+
+    @field_validator("test_fold", "val_fold", mode="before")
+    @classmethod
+    def _fold_as_text(cls, value: Any) -> Any:
+        """`split.test_fold=4` and YAML's `test_fold: 2` are numbers; fold names are compared as text."""
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _fractions(self) -> "SplitConfig":
@@ -314,7 +321,8 @@ def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
         dotted = ".".join(parts[: depth + 1])
         if model is not None and part not in model.model_fields:
             allowed = ", ".join(model.model_fields)
-            raise EarmarkError(f"unknown config key '{dotted}'; allowed here: {allowed}")
+            raise EarmarkError(f"unknown config key '{dotted}'{did_you_mean(part, model.model_fields)}; "
+                               f"allowed here: {allowed}")
         if depth == len(parts) - 1:
             node[part] = value
             return
@@ -325,18 +333,6 @@ def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise EarmarkError(f"config key '{dotted}' is a value, not a section; cannot set '{'.'.join(parts)}'")
         node = child
-
-
-def _format_validation_error(error: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration ({origin}):"]
-    for item in error.errors():
-        key, message = ".".join(str(p) for p in item["loc"]) or "(top level)", item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif item["type"] == "literal_error":
-            message = f"must be one of {item.get('ctx', {}).get('expected', '')}; got {item.get('input')!r}"
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
 
 
 def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
@@ -353,14 +349,17 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
             raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise EarmarkError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(loaded).__name__}")
-        tree, origin = loaded, str(path)
+        tree = loaded
+        origin = str(path)
+    overridden = []
     for text in overrides or []:
         parts, value = parse_override(text)
         _apply_override(tree, parts, value)
+        overridden.append(parts)
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise EarmarkError(_format_validation_error(exc, origin)) from None
+        raise EarmarkError(format_validation_error(exc, Config, error_origin(exc, overridden, origin))) from None
     if path is not None:
         config = _resolve_relative_paths(config, Path(path).parent)
     return config
@@ -377,7 +376,7 @@ def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise EarmarkError(_format_validation_error(exc, "command-line overrides")) from None
+        raise EarmarkError(format_validation_error(exc, Config, "command-line override")) from None
 
 
 def as_config(config: Config | str | Path | None, overrides: Sequence[str] = ()) -> Config:

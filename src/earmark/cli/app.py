@@ -10,15 +10,33 @@ import typer
 
 from earmark.cli.output import (
     make_console,
+    print_comparison,
+    print_cv,
     print_evaluation,
     print_metrics,
+    print_plan_line,
     print_stream,
     print_table,
+    print_tune,
 )
 from earmark.errors import EarmarkError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="earmark: labelled sound files in, a trustworthy audio classifier out.")
+
+def _print_version(value: bool) -> None:
+    if value:
+        from earmark import __version__
+
+        print(f"earmark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print earmark's version and exit")) -> None:
+    pass
+
 
 CONFIG_HELP = "a YAML config, then dotted overrides such as train.max_epochs=5 (no config: the bundled demo)"
 TRUST = typer.Option(False, "--trust-checkpoint", help="unpickle the .ckpt in full, which can run code from it: only "
@@ -47,7 +65,7 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 
     config, overrides = _split_config_args(args)
     result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch,
-                       trust_checkpoint=trust_checkpoint)
+                       trust_checkpoint=trust_checkpoint, log=print_plan_line)
     if overfit_batch:
         check = result.metrics
         console = make_console()
@@ -76,6 +94,20 @@ def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
     console.print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}")
     for warning in prepared.stats.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}")
+    from earmark.config import load_config
+    from earmark.data.split_plan import split_plan_lines
+
+    for line in split_plan_lines(prepared.stats, load_config(config, overrides).split):
+        print_plan_line(line)
+
+
+@app.command("config")
+def show_config(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False)) -> None:
+    """Print the full resolved config as YAML: the defaults, then the YAML file, then the overrides."""
+    from earmark.config import load_config
+
+    config, overrides = _split_config_args(args)
+    sys.stdout.write(load_config(config, overrides).to_yaml())
 
 
 @app.command()
@@ -101,7 +133,10 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
                                                          "paths from stdin (one per line)", show_default=False),
             out: Optional[Path] = typer.Option(None, help="CSV to write (default: print a table)"),
             top_k: int = typer.Option(3, min=1, help="how many labels with probabilities per file"),
-            chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length"),
+            chunk_s: Optional[float] = typer.Option(None, min=0.01, help="cut long files into windows of this length "
+                                                    "and write a timeline (one row per window) beside --out"),
+            timeline_out: Optional[Path] = typer.Option(None, help="CSV for the timeline [default with --chunk-s: "
+                                                        "<out stem>_timeline.csv]"),
             hop_s: Optional[float] = typer.Option(None, min=0.01, help="hop between windows (default: chunk_s)"),
             batch_size: int = typer.Option(256, min=1, help="clips per model call"),
             threads: Optional[int] = typer.Option(None, min=1, help="CPU threads (default: all cores)"),
@@ -128,15 +163,17 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
     if not inputs:
         raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
     result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
-                         batch_size=batch_size, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
+                         batch_size=batch_size, threads=threads, device=device, trust_checkpoint=trust_checkpoint,
+                         timeline_out=timeline_out)
     console, failed = make_console(), len(result.bad_files) > 0 and len(result.files) == 0
     if out is None and not failed:
         print_table(result.files)
-        if result.timeline is not None and len(result.timeline):
+        if chunk_s is not None and result.timeline_path is None and len(result.timeline):
             print_table(result.timeline)
     elif not failed:
-        timeline = " and a timeline" if result.timeline is not None else ""
-        console.print(f"{len(result.files)} predictions{timeline} written to {out}")
+        console.print(f"{len(result.files)} predictions written to {out}", markup=False)
+    if result.timeline_path is not None:
+        console.print(f"timeline ({len(result.timeline)} windows) written to {result.timeline_path}", markup=False)
     for row in result.bad_files.itertuples(index=False):
         console.print(f"[bold yellow]skipped[/] {row.path}: {row.reason}")
     if failed:  # exit status 1 (README): every input failed, nothing was predicted or written
@@ -213,36 +250,10 @@ def compare(runs: List[Path] = typer.Argument(..., help="two or more run directo
             out: Optional[Path] = typer.Option(None, help="folder for compare.json/.md/.html "
                                                "(default: a new compare-<timestamp> beside the first run)")) -> None:
     """Compare runs on the same test set: metrics, per-class differences, McNemar p and bootstrap CIs."""
-    from rich.table import Table
-
     from earmark import api
 
     comparison = api.compare(runs, out)
-    console = make_console()
-    table = Table(title=f"{len(comparison.runs)} runs on {comparison.n_clips} shared test clips")
-    for column in ("run", "accuracy (95% CI)", "macro F1", f"Δ accuracy vs {comparison.runs[0]['run']} (95% CI)",
-                   "Δ macro F1 (95% CI)", "McNemar p"):
-        table.add_column(column)
-    differences = comparison.differences
-    for i, row in enumerate(comparison.runs):
-        low, high = row["accuracy_ci95"]
-        cells = [row["run"], f"{row['accuracy']:.4f} ({low:.3f}–{high:.3f})", f"{row['macro_f1']:.4f}"]
-        if i == 0:
-            cells += ["reference", "", ""]
-        else:
-            diff = differences[i - 1]
-            (a_low, a_high), (f_low, f_high) = diff["accuracy_difference_ci95"], diff["macro_f1_difference_ci95"]
-            p_value = f"{diff['mcnemar']['p_value']:.3g}"
-            cells += [f"{diff['accuracy_difference']:+.4f} ({a_low:+.3f} to {a_high:+.3f})",
-                      f"{diff['macro_f1_difference']:+.4f} ({f_low:+.3f} to {f_high:+.3f})",
-                      f"[bold]{p_value}[/]" if diff["significant"] else p_value]
-        table.add_row(*cells)
-    console.print(table)
-    for warning in comparison.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    for diff in differences:
-        console.print(diff["verdict"])
-    console.print(f"per-class differences and the full report: {comparison.out_dir / 'compare.html'}")
+    print_comparison(comparison)
 
 
 @app.command()
@@ -257,30 +268,13 @@ def cv(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_d
        strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
                                                "left out")) -> None:
     """Cross-validate: one run per held-out fold (decoded once), then mean ± std and a pooled confusion."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from earmark import api
-    from earmark.reports.crossval import fold_table_rows, headline, timing_text
 
     config, overrides = _split_config_args(args)
     console = make_console()
     result = api.cv(config, overrides, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed,
                     resume=resume, strict=strict, log=lambda line: console.print(line, markup=False))
-    summary = result.summary
-    rows = fold_table_rows(summary)
-    table = Table(title=f"cross-validation: {summary['folds']}")
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
-    console.print(table)
-    for warning in summary["warnings"]:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    for line in headline(summary):
-        console.print(line)
-    console.print(f"{summary['n_folds']} folds. {timing_text(summary)}; report: {result.cv_dir / 'cv_report.html'}",
-                  markup=False)
+    print_cv(result)
 
 
 @app.command()
@@ -319,8 +313,6 @@ def tune(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show
          startup_trials: int = typer.Option(5, min=0, help="trials that run in full before pruning starts"),
          keep: str = typer.Option("all", help="trial run folders to keep: all or best")) -> None:
     """Search hyper-parameters with Optuna on the validation metric; writes best_config.yaml."""
-    from rich.table import Table
-
     from earmark import api
 
     config, overrides = _split_config_args(args)
@@ -328,25 +320,27 @@ def tune(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show
     result = api.tune(config, overrides, space=space, trials=trials, seed=seed, timeout_s=timeout_s, resume=resume,
                       pruner=pruner, startup_trials=startup_trials, keep=keep,
                       log=lambda line: console.print(line, markup=False))
-    summary = result.summary
-    table = Table(title=f"{len(result.trials)} trials, objective: {summary['direction']} validation "
-                        f"{summary['monitor']}")
-    for column in result.trials.columns.drop(["run_dir", "last_reported", "error"], errors="ignore"):
-        table.add_column(str(column))
-    for row in result.trials.drop(columns=["run_dir", "last_reported", "error"], errors="ignore").itertuples(index=False):
-        table.add_row(*["" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
-    console.print(table)
-    console.print(f"best: trial {summary['best_trial']}, validation {summary['monitor']} {result.best_value:.4f}: "
-                  + ", ".join(f"{k}={v}" for k, v in result.best_params.items()))
-    console.print(f"best config: {result.best_config} (earmark train {result.best_config}); "
-                  f"report: {result.tune_dir / 'tune_report.html'}")
+    print_tune(result)
 
 
+
+def _command():
+    """The click command behind `app`, its flags shown as `--flag/--no-flag` without a `<bool>` value
+    (typer's rich help prints one, as if they took a value)."""
+    command = typer.main.get_command(app)
+    for sub in [command, *getattr(command, "commands", {}).values()]:
+        for param in sub.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        help_option = sub.get_help_option(typer.Context(sub))
+        if help_option is not None:
+            help_option.metavar = ""
+    return command
 
 
 def main() -> None:
     try:
-        app()
+        _command()(standalone_mode=True)
     except EarmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

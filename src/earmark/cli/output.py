@@ -16,6 +16,17 @@ def make_console():
     return Console(stderr=False, width=output_width())
 
 
+def print_plan_line(line: str) -> None:
+    """A line of the split plan; "warning:" and "note:" lines are marked."""
+    from rich.markup import escape
+
+    for mark, style in (("warning:", "bold yellow"), ("note:", "bold")):
+        if line.startswith(mark):
+            make_console().print(f"[{style}]{mark}[/]{escape(line[len(mark):])}")
+            return
+    make_console().print(line, markup=False)
+
+
 def print_evaluation(metrics: dict, title: str = "test split") -> None:
     """The headline table (model, majority baseline, chance), the other analyses in a line each, warnings."""
     from rich.table import Table
@@ -155,3 +166,79 @@ def print_datasets(rows: list[dict]) -> None:
     for row in rows:
         console.print(f"{row['name']}: {row['url']}" + (f" — {row['notes']}" if row["notes"] else ""),
                       highlight=False)
+
+
+def print_comparison(comparison) -> None:
+    """`earmark compare`: one row per run with its differences against the first, then verdicts and the folder."""
+    from rich.table import Table
+
+    console = make_console()
+    table = Table(title=f"{len(comparison.runs)} runs on {comparison.n_clips} shared test clips")
+    for column in ("run", "accuracy (95% CI)", "macro F1", f"Δ accuracy vs {comparison.runs[0]['run']} (95% CI)",
+                   "Δ macro F1 (95% CI)", "McNemar p"):
+        table.add_column(column)
+    differences = comparison.differences
+    for i, row in enumerate(comparison.runs):
+        low, high = row["accuracy_ci95"]
+        cells = [row["run"], f"{row['accuracy']:.4f} ({low:.3f}–{high:.3f})", f"{row['macro_f1']:.4f}"]
+        if i == 0:
+            cells += ["reference", "", ""]
+        else:
+            diff = differences[i - 1]
+            (a_low, a_high), (f_low, f_high) = diff["accuracy_difference_ci95"], diff["macro_f1_difference_ci95"]
+            p_value = f"{diff['mcnemar']['p_value']:.3g}"
+            cells += [f"{diff['accuracy_difference']:+.4f} ({a_low:+.3f} to {a_high:+.3f})",
+                      f"{diff['macro_f1_difference']:+.4f} ({f_low:+.3f} to {f_high:+.3f})",
+                      f"[bold]{p_value}[/]" if diff["significant"] else p_value]
+        table.add_row(*cells)
+    console.print(table)
+    for warning in comparison.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    for diff in differences:
+        console.print(diff["verdict"])
+    console.print(f"comparison written to {comparison.out_dir} (report: {comparison.out_dir / 'compare.html'})",
+                  markup=False)
+
+
+def print_cv(result) -> None:
+    """`earmark cv`: the per-fold table, warnings, mean ± std and where the report is."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from earmark.reports.crossval import fold_table_rows, headline, timing_text
+
+    console = make_console()
+    summary = result.summary
+    rows = fold_table_rows(summary)
+    table = Table(title=f"cross-validation: {summary['folds']}")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()])
+    console.print(table)
+    for warning in summary["warnings"]:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    for line in headline(summary):
+        console.print(line)
+    console.print(f"{summary['n_folds']} folds. {timing_text(summary)}; report: {result.cv_dir / 'cv_report.html'}",
+                  markup=False)
+
+
+def print_tune(result) -> None:
+    """`earmark tune`: one row per trial, the best trial and its config."""
+    from rich.table import Table
+
+    console = make_console()
+    summary = result.summary
+    table = Table(title=f"{len(result.trials)} trials, objective: {summary['direction']} validation "
+                        f"{summary['monitor']}")
+    hidden = ["run_dir", "last_reported", "error"]
+    for column in result.trials.columns.drop(hidden, errors="ignore"):
+        table.add_column(str(column))
+    for row in result.trials.drop(columns=hidden, errors="ignore").itertuples(index=False):
+        table.add_row(*["" if v is None or v != v else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(table)
+    console.print(f"best: trial {summary['best_trial']}, validation {summary['monitor']} {result.best_value:.4f}: "
+                  + ", ".join(f"{k}={v}" for k, v in result.best_params.items()))
+    console.print(f"best config: {result.best_config} (earmark train {result.best_config}); "
+                  f"report: {result.tune_dir / 'tune_report.html'}")

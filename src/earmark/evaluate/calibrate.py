@@ -26,16 +26,20 @@ def fit_calibration(logits: np.ndarray, y_true: np.ndarray, labels: Sequence[str
         softmax,
     )
 
-    temperature = fit_temperature(logits, y_true) if settings.calibrate else 1.0
+    notes = []
+    fitted = fit_temperature(logits, y_true) if settings.calibrate else 1.0
+    temperature, kept = accept_temperature(fitted, logits, y_true, settings.ece_bins)
+    if kept:
+        notes.append(f"temperature kept at 1: {kept}")
     calibrated = softmax(logits, temperature)
     fit: dict[str, Any] = {
-        "fitted": True, "n_val_clips": int(len(y_true)), "calibrated": settings.calibrate,
-        "temperature": temperature, "ece_bins": settings.ece_bins,
+        "fitted": True, "n_val_clips": int(len(y_true)), "calibrated": settings.calibrate and not kept,
+        "temperature": temperature, "fitted_temperature": fitted, "ece_bins": settings.ece_bins,
         "val_nll_before": negative_log_likelihood(logits, y_true, 1.0),
         "val_nll_after": negative_log_likelihood(logits, y_true, temperature),
         "val_ece_before": expected_calibration_error(softmax(logits), y_true, settings.ece_bins),
         "val_ece_after": expected_calibration_error(calibrated, y_true, settings.ece_bins),
-        "reject_threshold": 0.0, "notes": []}
+        "reject_threshold": 0.0, "notes": notes}
     if settings.reject_target_accuracy is not None or settings.reject_target_coverage is not None:
         chosen = choose_reject_threshold(calibrated, y_true, settings.reject_target_accuracy,
                                          settings.reject_target_coverage)
@@ -53,6 +57,34 @@ def fit_calibration(logits: np.ndarray, y_true: np.ndarray, labels: Sequence[str
                          "threshold_metric": settings.threshold_metric if value is not None else "default",
                          "val_value": value}
     return fit
+
+
+def accept_temperature(fitted: float, logits: np.ndarray, y_true: np.ndarray, n_bins: int) -> tuple[float, str]:
+    """(the temperature to use, why 1 was kept instead or ''). A fit at the edge of the searched range, or
+    one that does not lower the validation NLL or raises its ECE, says the validation split is too small
+    or too easy to calibrate on (typically: every clip right), and would make test probabilities worse."""
+    from earmark.evaluate.calibration import (
+        TEMPERATURE_RANGE,
+        expected_calibration_error,
+        negative_log_likelihood,
+        softmax,
+    )
+
+    if fitted == 1.0:
+        return 1.0, ""
+    low, high = TEMPERATURE_RANGE
+    n = len(y_true)
+    if fitted <= low * 1.01 or fitted >= high * 0.99:
+        return 1.0, (f"the fit on {n} validation clips reached the bound of the search ({fitted:.3g}; range "
+                     f"{low:g}–{high:g}); too few or too easy validation clips to calibrate on — a larger "
+                     "split.val_fraction helps, or evaluation.calibrate=false")
+    nll = negative_log_likelihood(logits, y_true, 1.0), negative_log_likelihood(logits, y_true, fitted)
+    ece = (expected_calibration_error(softmax(logits), y_true, n_bins),
+           expected_calibration_error(softmax(logits, fitted), y_true, n_bins))
+    if nll[1] >= nll[0] or ece[1] > ece[0]:
+        return 1.0, (f"T = {fitted:.3g} would change validation NLL {nll[0]:.4f} → {nll[1]:.4f} and ECE "
+                     f"{ece[0]:.4f} → {ece[1]:.4f} on {n} clips; no improvement on both")
+    return fitted, ""
 
 
 def read_calibration(run_dir: Path) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ class FilePredictions:
     files: pd.DataFrame  # one row per file: path, label, probability, top-k columns, n_chunks
     timeline: pd.DataFrame | None  # one row per window when chunking: path, start_s, end_s, label, probability
     bad_files: pd.DataFrame  # path, reason
+    timeline_path: Path | None = None  # where the workflow wrote the timeline, when it was asked for
 
 
 @dataclass(frozen=True)

@@ -60,11 +60,11 @@ class Predictor(FilePredictor):
         """The run's (or .ckpt's) model, read without running code from the file unless `trust_checkpoint`."""
         import torch
 
-        from earmark.train.checkpoints import read_checkpoint
+        from earmark.train.network import InferenceClassifier  # no Lightning: it takes seconds to import
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        _, module = read_checkpoint(find_checkpoint(Path(run), checkpoint), trust=trust_checkpoint)
-        return cls(module, device)
+        return cls(InferenceClassifier.load(find_checkpoint(Path(run), checkpoint), map_location=device,
+                                            trust=trust_checkpoint), device)
 
     @property
     def uses_groups(self) -> bool:

@@ -120,6 +120,9 @@ def _calibration(metrics: dict[str, Any]) -> list[str]:
              f"(probabilities = softmax(logits / T)). Expected calibration error ({calibration['ece_bins']} bins) "
              f"on the test split: {calibration['ece_before']:.4f} before, {calibration['ece_after']:.4f} after "
              f"(validation: {fit['val_ece_before']:.4f} → {fit['val_ece_after']:.4f}).", ""]
+    for note in fit.get("notes", []):
+        if note.startswith("temperature kept"):
+            lines += [f"Note: {note}.", ""]
     if calibration["reject_threshold"] > 0:
         target = (f"accuracy {fit['reject_target_accuracy']}" if fit.get("reject_target_accuracy") is not None
                   else f"coverage {fit.get('reject_target_coverage')}")

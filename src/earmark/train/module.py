@@ -10,12 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from earmark.augment import BatchAugmenter, mixed_loss, stack_views
-from earmark.config import AugmentConfig, FeaturesConfig, ModelConfig, TrainConfig
+from earmark.config import AugmentConfig, ModelConfig, TrainConfig
 from earmark.contract import InputContract
 from earmark.errors import EarmarkError
-from earmark.features import build_frontend
-from earmark.models.registry import MODELS, create_model
 from earmark.train.losses import ClassificationLoss
+from earmark.train.network import build_network
 from earmark.train.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
@@ -83,21 +82,14 @@ class AudioClassifier(L.LightningModule):
         self.train_cfg = TrainConfig(**train)
         self.seed = seed
         self.monitor = monitor
-        features = FeaturesConfig(**self.contract.features)
-        self.stack_views = features.stack_augmented
         self.augmenter = BatchAugmenter(AugmentConfig(**(augment or {})), self.contract.sample_rate_hz)
-        self.frontend = build_frontend(features, self.contract.sample_rate_hz)
-        input_shape = self.frontend.output_shape(self.contract.n_samples)  # (1, n_bins, frames) or (1, T)
-        if self.stack_views:
-            input_shape = (2,) + tuple(input_shape[1:])
-        self.model = create_model(model_name, len(self.contract.labels), input_shape, **model_params)
+        self.frontend, self.model, self.stack_views, self.uses_groups = build_network(
+            self.contract, model_name, model_params, groups)
         offline_params = getattr(self.model, "offline_params", None)
         if callable(offline_params):  # checkpoints rebuild the architecture offline; their weights replace it
             self.hparams["model_params"] = offline_params(dict(model_params))
-        self.uses_groups = MODELS.entry(model_name).needs_groups
         self.adapt = adapt
         if self.uses_groups:
-            self.model.fit_groups(groups or [])
             self.model.set_adapting(adapt)
         elif groups is not None or adapt:
             raise EarmarkError(f"model '{model_name}' takes no groups; only models registered with needs_groups do")

@@ -31,10 +31,16 @@ EXPECTED_FIT_WARNINGS = (
 OVERFIT_TARGET_LOSS = 0.05  # "near zero" for the one-batch check, in nats
 
 
+# Lightning's info lines that say nothing about the user's run: an advertisement, the device inventory
+# (the run's device is in its config and report), and a note on how it counts steps
+NOISE_LINES = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "Loading `train_dataloader` to estimate")
+
+
 @contextlib.contextmanager
 def quiet_fit(*extra_patterns: str) -> Iterator[None]:
-    """Around `trainer.fit`: hide EXPECTED_FIT_WARNINGS (and `extra_patterns`), nothing else."""
-    with warnings.catch_warnings():
+    """Around `trainer.fit`: hide EXPECTED_FIT_WARNINGS (and `extra_patterns`) and Lightning's NOISE_LINES,
+    nothing else."""
+    with warnings.catch_warnings(), lightning_noise_dropped():
         for pattern in EXPECTED_FIT_WARNINGS + extra_patterns:
             warnings.filterwarnings("ignore", message=pattern)
         yield
@@ -79,7 +85,7 @@ def monitor_metric(config: Config, has_validation: bool) -> str:
 def build_callbacks(config: Config, run_dir: Path, has_validation: bool) -> list[L.Callback]:
     """best.ckpt by the monitored metric; epochNNN.ckpt for the last `save_last_k` epochs; stepNNNNNN.ckpt
     every `checkpoint_every_n_steps`; last.ckpt is always the newest state (what `--resume` reads)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     cfg = config.train
     monitor = monitor_metric(config, has_validation)
@@ -100,26 +106,44 @@ def build_callbacks(config: Config, run_dir: Path, has_validation: bool) -> list
         from earmark.console import output_width
 
         width = output_width()
-        callbacks.append(RichProgressBar(leave=False, console_kwargs={"width": width} if width else None))
+        callbacks.append(_progress_bar(width))
     return callbacks
 
 
-class _DropAdvertising(logging.Filter):
+class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("💡 Tip")
+        return not record.getMessage().startswith(NOISE_LINES)
 
 
 @contextlib.contextmanager
-def _advertising_dropped() -> Iterator[None]:
-    """Lightning logs a "💡 Tip: try installing litlogger" line whenever a Trainer is built; a user's run
-    output is not the place for it. Only that line is dropped, only while the Trainer is built."""
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    tip_filter = _DropAdvertising()
-    rank_zero.addFilter(tip_filter)
+def lightning_noise_dropped() -> Iterator[None]:
+    """Drop Lightning's NOISE_LINES (logged through its rank-zero loggers while a Trainer is built and
+    while it fits); only those lines, only for the duration."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch.utilities.rank_zero",
+                                                     "lightning.fabric.utilities.rank_zero")]
+    noise_filter = _DropNoise()
+    for logger in loggers:
+        logger.addFilter(noise_filter)
     try:
         yield
     finally:
-        rank_zero.removeFilter(tip_filter)
+        for logger in loggers:
+            logger.removeFilter(noise_filter)
+
+
+def _progress_bar(width: int | None):
+    """Lightning's rich bar, its epoch counted from 1 of max_epochs ("Epoch 3/3" in the last of 3 epochs;
+    Lightning shows the 0-based epoch of max_epochs - 1, "Epoch 2/2")."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class EpochFromOne(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            description = f"Epoch {current_epoch + 1}"
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+                description += f"/{self.trainer.max_epochs}"
+            return f"{description:{max(len(description), len(self.validation_description))}}"
+
+    return EpochFromOne(leave=False, console_kwargs={"width": width} if width else None)
 
 
 def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, steps_per_epoch: int = 10,
@@ -135,7 +159,7 @@ def build_trainer(config: Config, run_dir: Path | None, has_validation: bool, st
         callbacks += build_callbacks(config, run_dir, has_validation)
     max_time = {"seconds": cfg.max_time_s} if cfg.max_time_s else None
     logger = False if overfit else TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-    with _advertising_dropped():
+    with lightning_noise_dropped():
         return L.Trainer(
             max_epochs=cfg.max_epochs,
             max_time=max_time,

@@ -80,6 +80,7 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
     then be left out (the saved ones are used); those given must equal the saved ones.
     """
     from earmark.data.prepared import decode_items, with_splits
+    from earmark.data.split_plan import cv_plan_lines
     from earmark.data.splits import cv_folds, groups_in_several_folds
     from earmark.reports.crossval import write_cv_summary
 
@@ -118,6 +119,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         if straddling:
             extra_warnings.append(f"{len(straddling)} group(s) of {plan.group_by!r} sit in several of the data's "
                                   f"folds (e.g. {straddling[0]}): test scores may be optimistic")
+    for line in cv_plan_lines(items, folds, labels):
+        log(line)
     fold_names = sorted(folds.unique(), key=natural_key)
     fold_config = _fold_config(config, plan)
     rows = []
@@ -130,6 +133,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         prefix = f"fold {number}/{len(fold_names)} ({name})"
         log(f"{prefix}: train {counts['train']}, val {counts['val']}, test {counts['test']} clips"
             + (f"; held out: {_shorten(held_out)}" if held_out else ""))
+        for warning in prepared.stats.get("warnings", []):
+            log(f"{prefix}: warning: {warning}")
         run_dir = cv_dir / folder
         fold_started = time.perf_counter()
         metrics, how = _train_fold(training, fold_config, prepared, run_dir, strict)

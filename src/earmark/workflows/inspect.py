@@ -78,6 +78,17 @@ def _preview_augmentations(config: Config, prepared, frontend, path: Path) -> di
     return {"augment_png": str(path), "augmentations": augmenter.describe()}
 
 
+def default_inspect_dir(config: Config, augment: bool) -> Path:
+    """`runs_dir/inspect-<name>` where users look (not the hidden workspace), `-augment` for the preview,
+    so a preview never overwrites the plain inspection. <name>: the config's name, else the data source
+    and the data folder's or file's name."""
+    from earmark.files import safe_name
+
+    name = config.name or "-".join([config.data.source] + ([Path(config.data.path).stem]
+                                                             if config.data.path is not None else []))
+    return config.runs_dir / f"inspect-{safe_name(name, 'data')}{'-augment' if augment else ''}"
+
+
 def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[str] = (),
                  out_dir: Path | None = None, augment: bool = False) -> InspectionSummary:
     """Counts, durations, rates, bad files, example spectrograms and one batch's shapes, in `out_dir`.
@@ -95,7 +106,7 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
     config = as_config(config, overrides)
     prepared = prepare(config)
     items, files = prepared.items, prepared.cache.files
-    out_dir = Path(out_dir) if out_dir else config.workspace / "inspect" / config.split_key()
+    out_dir = Path(out_dir) if out_dir else default_inspect_dir(config, augment)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     counts = items.groupby(["label", "split"]).size().unstack(fill_value=0)
@@ -140,5 +151,6 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
     if augment:
         enabled = ", ".join(facts["augmentations"]) or "none enabled"
         lines.append(f"augmentations ({enabled}): {facts['augment_png']}")
-    lines.append(f"example spectrograms: {out_dir / 'spectrograms.png'}; summary: {out_dir / 'summary.json'}")
+    lines.append(f"written to {out_dir}: spectrograms.png (examples), summary.json"
+                 + (", augment.png" if augment else ""))
     return InspectionSummary("\n".join(lines), out_dir, facts)

@@ -5,13 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from earmark.errors import EarmarkError
+
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
             groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
-            trust_checkpoint: bool = False):
+            trust_checkpoint: bool = False, timeline_out: str | Path | None = None):
     """Predict files, folders, CSV lists or "-" (paths on stdin) with a run, a .ckpt or an exported
-    .onnx (onnxruntime only, no torch); writes `out` (and `<out>_timeline.csv` when chunking).
+    .onnx (onnxruntime only, no torch); writes `out`, and a timeline (one row per window) only when
+    asked: to `timeline_out`, or to `<out stem>_timeline.csv` when `chunk_s` is given with `out`.
+    A model trained with `clip: chunk` still labels a file from the mean over its own windows, and
+    `result.timeline` holds them, but no timeline file is written unasked.
 
     groups (personalized models): one group (e.g. speaker) for every input, or one per resolved file;
     otherwise a CSV list's group column is used. Files without a known group get the base model.
@@ -21,6 +26,9 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
     from earmark.predict.torch_predictor import load_predictor, resolve_grouped_inputs
 
     predictor = load_predictor(run, threads=threads, device=device, trust_checkpoint=trust_checkpoint)
+    if timeline_out is not None and chunk_s is None and predictor.contract.clip != "chunk":
+        raise EarmarkError("--timeline-out needs windows: give --chunk-s (and --hop-s), or a model trained with "
+                           "data.clip=chunk")
     columns = [predictor.group_column, *COLUMN_ALIASES["group"]] if predictor.uses_groups else []
     resolved = resolve_grouped_inputs(inputs, columns)
     paths = [path for path, _ in resolved]
@@ -32,8 +40,12 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         result.files.to_csv(out, index=False)
-        if result.timeline is not None:
-            result.timeline.to_csv(out.with_name(out.stem + "_timeline.csv"), index=False)
+    if timeline_out is None and out is not None and chunk_s is not None:
+        timeline_out = Path(out).with_name(Path(out).stem + "_timeline.csv")
+    if timeline_out is not None:
+        result.timeline_path = Path(timeline_out)
+        result.timeline_path.parent.mkdir(parents=True, exist_ok=True)
+        result.timeline.to_csv(result.timeline_path, index=False)
     return result
 
 

@@ -70,8 +70,8 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
 
 def train(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False
-          ) -> RunResult:
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False,
+          log=None) -> RunResult:
     """Prepare, train with Lightning, evaluate the best checkpoint on the test split, write the run directory.
 
     resume: a run directory; training continues from its checkpoints/last.ckpt (mid-epoch too) and ends
@@ -90,6 +90,8 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         for the fit (e.g. `earmark.workflows.search_space`'s pruning callback). evaluate_test: False skips the test
         split's evaluation (a tuning trial): calibration is still fitted, metrics.json then holds only
         the training facts, and `evaluate` can score the run later.
+    log: called with each line of the split plan (which split is test, sizes, missing classes, advice)
+        before training, when this call prepares the data.
     """
     from earmark.evaluate.binary import check_positive_label
     from earmark.train.optim import check_schedule
@@ -106,8 +108,11 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
     config = model_plan.config
     if prepared is None:
         from earmark.data.prepared import prepare_data
+        from earmark.data.split_plan import split_plan_lines
 
         prepared = prepare_data(config, strict=strict, progress=config.train.progress)
+        for line in split_plan_lines(prepared.stats, config.split) if log is not None else ():
+            log(line)
     plan = plan_run(model_plan, prepared, overfit=overfit_batch)
     if not len(prepared.rows("train")):
         raise EarmarkError("the train split is empty; check split.* settings and the data's split/fold column")
