@@ -10,6 +10,7 @@ import typer
 
 from earmark.cli.output import (
     make_console,
+    print_comparison,
     print_datasets,
     print_evaluation,
     print_fetch_result,
@@ -199,6 +200,11 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
           max_upload_mb: float = typer.Option(20.0, min=0.001, help="largest request body, MiB (413 above)"),
           max_duration_s: float = typer.Option(600.0, min=0.01, help="longest audio, seconds (413 above)"),
           request_timeout_s: float = typer.Option(30.0, min=0.01, help="per-request time limit (504 after)"),
+          max_samples: int = typer.Option(57_600_000, min=1, help="most decoded samples (duration x rate x "
+                                          "channels, from the header) per request (413 above)"),
+          upload_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request body to arrive (408 after)"),
+          header_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request's headers to arrive "
+                                                 "(the connection is closed after)"),
           threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference (default: the "
                                                 "runtime's)"),
           log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log"),
@@ -208,7 +214,8 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
 
     api.serve(model, host=host, port=port, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
               request_timeout_s=request_timeout_s, threads=threads, log_level=log_level,
-              trust_checkpoint=trust_checkpoint)
+              trust_checkpoint=trust_checkpoint, max_samples=max_samples, upload_timeout_s=upload_timeout_s,
+              header_timeout_s=header_timeout_s)
 
 
 @app.command()
@@ -217,36 +224,9 @@ def compare(runs: List[Path] = typer.Argument(..., help="two or more run directo
             out: Optional[Path] = typer.Option(None, help="folder for compare.json/.md/.html "
                                                "(default: a new compare-<timestamp> beside the first run)")) -> None:
     """Compare runs on the same test set: metrics, per-class differences, McNemar p and bootstrap CIs."""
-    from rich.table import Table
-
     from earmark import api
 
-    comparison = api.compare(runs, out)
-    console = make_console()
-    table = Table(title=f"{len(comparison.runs)} runs on {comparison.n_clips} shared test clips")
-    for column in ("run", "accuracy (95% CI)", "macro F1", f"Δ accuracy vs {comparison.runs[0]['run']} (95% CI)",
-                   "Δ macro F1 (95% CI)", "McNemar p"):
-        table.add_column(column)
-    differences = comparison.differences
-    for i, row in enumerate(comparison.runs):
-        low, high = row["accuracy_ci95"]
-        cells = [row["run"], f"{row['accuracy']:.4f} ({low:.3f}–{high:.3f})", f"{row['macro_f1']:.4f}"]
-        if i == 0:
-            cells += ["reference", "", ""]
-        else:
-            diff = differences[i - 1]
-            (a_low, a_high), (f_low, f_high) = diff["accuracy_difference_ci95"], diff["macro_f1_difference_ci95"]
-            p_value = f"{diff['mcnemar']['p_value']:.3g}"
-            cells += [f"{diff['accuracy_difference']:+.4f} ({a_low:+.3f} to {a_high:+.3f})",
-                      f"{diff['macro_f1_difference']:+.4f} ({f_low:+.3f} to {f_high:+.3f})",
-                      f"[bold]{p_value}[/]" if diff["significant"] else p_value]
-        table.add_row(*cells)
-    console.print(table)
-    for warning in comparison.warnings:
-        console.print(f"[bold yellow]warning:[/] {warning}")
-    for diff in differences:
-        console.print(diff["verdict"])
-    console.print(f"per-class differences and the full report: {comparison.out_dir / 'compare.html'}")
+    print_comparison(api.compare(runs, out))
 
 
 @app.command()

@@ -155,3 +155,34 @@ def print_datasets(rows: list[dict]) -> None:
     for row in rows:
         console.print(f"{row['name']}: {row['url']}" + (f" — {row['notes']}" if row["notes"] else ""),
                       highlight=False)
+
+
+def print_comparison(comparison) -> None:
+    """`earmark compare`: a row per run against the first, warnings, verdicts and where the report is."""
+    from rich.table import Table
+
+    console = make_console()
+    table = Table(title=f"{len(comparison.runs)} runs on {comparison.n_clips} shared test clips")
+    for column in ("run", "accuracy (95% CI)", "macro F1", f"Δ accuracy vs {comparison.runs[0]['run']} (95% CI)",
+                   "Δ macro F1 (95% CI)", "McNemar p"):
+        table.add_column(column)
+    differences = comparison.differences
+    for i, row in enumerate(comparison.runs):
+        low, high = row["accuracy_ci95"]
+        cells = [row["run"], f"{row['accuracy']:.4f} ({low:.3f}–{high:.3f})", f"{row['macro_f1']:.4f}"]
+        if i == 0:
+            cells += ["reference", "", ""]
+        else:
+            diff = differences[i - 1]
+            (a_low, a_high), (f_low, f_high) = diff["accuracy_difference_ci95"], diff["macro_f1_difference_ci95"]
+            p_value = f"{diff['mcnemar']['p_value']:.3g}"
+            cells += [f"{diff['accuracy_difference']:+.4f} ({a_low:+.3f} to {a_high:+.3f})",
+                      f"{diff['macro_f1_difference']:+.4f} ({f_low:+.3f} to {f_high:+.3f})",
+                      f"[bold]{p_value}[/]" if diff["significant"] else p_value]
+        table.add_row(*cells)
+    console.print(table)
+    for warning in comparison.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    for diff in differences:
+        console.print(diff["verdict"])
+    console.print(f"per-class differences and the full report: {comparison.out_dir / 'compare.html'}")
