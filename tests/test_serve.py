@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -329,3 +330,85 @@ def test_a_real_server_process_answers_concurrent_clients_without_errors(run_dir
         oversize = httpx.post(f"{url}/predict", files={"file": ("x.wav", b"\0" * (2**20 + 1))})
         assert_error(garbage, 415) and assert_error(oversize, 413)
         assert httpx.get(f"{url}/health").json()["model"] == "tones"
+
+
+ATTACK_S = 3.5  # the slow-client attack below lasts at most this long
+
+
+def slow_clients(host: str, port: int, n_uploads: int, n_headers: int):
+    """Sockets that send a request line (and, for uploads, all headers of a 100 kB body), then one byte
+    per socket every 0.25 s: uploads that would hold every in-flight slot, headers that never end."""
+    uploads, headers = [], []
+    for group, n, opening in ((uploads, n_uploads, b"Content-Type: application/octet-stream\r\n"
+                                                   b"Content-Length: 100000\r\n\r\n"), (headers, n_headers, b"")):
+        for _ in range(n):
+            sock = socket.create_connection((host, port), timeout=5)
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + opening)
+            group.append(sock)
+    stop = threading.Event()
+
+    def dribble() -> None:
+        ends = time.monotonic() + ATTACK_S
+        while not stop.is_set() and time.monotonic() < ends:
+            for sock in uploads + headers:
+                try:
+                    sock.send(b"x")
+                except OSError:
+                    pass
+            time.sleep(0.25)
+
+    thread = threading.Thread(target=dribble, daemon=True)
+    thread.start()
+    return uploads, headers, stop, thread
+
+
+def closed_by_server(sock: socket.socket, within_s: float) -> bool:
+    sock.settimeout(within_s)
+    try:
+        while sock.recv(4096):  # a 408 response first, for an upload
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_slow_clients_and_compressed_long_audio_do_not_starve_good_requests(run_dir):
+    import httpx
+
+    from earmark.serve.client import server_process
+
+    good = encoded(tone("low"))
+    silence_s, silence_rate_hz = 30.0, 96_000  # 2.9 M samples in a few kB of FLAC: over --max-samples
+    compressed = encoded(np.zeros(int(silence_s * silence_rate_hz), np.float32), silence_rate_hz, "FLAC")
+    under = encoded(np.zeros(int(19.0 * silence_rate_hz), np.float32), silence_rate_hz, "FLAC")  # 1.8 M: decoded
+    assert len(compressed) < 200_000
+    options = ["--threads", "1", "--max-samples", "2000000", "--upload-timeout-s", "2", "--header-timeout-s", "2"]
+    with server_process(run_dir, options=options) as url:
+        host, port = url.removeprefix("http://").split(":")
+        uploads, headers, stop, attack = slow_clients(host, int(port), n_uploads=70, n_headers=20)
+        try:
+            time.sleep(0.5)
+            with httpx.Client(timeout=5.0) as client:
+                for _ in range(3):  # 70 dribbled uploads: more than the 64 requests allowed in flight
+                    started = time.monotonic()
+                    answer = client.post(f"{url}/predict", files={"file": ("a.wav", good)})
+                    assert answer.status_code == 200 and time.monotonic() - started < 1.0, answer.text
+                started = time.monotonic()
+                refused = client.post(f"{url}/predict", files={"file": ("long.flac", compressed)})
+                assert_error(refused, 413, "samples")
+                assert time.monotonic() - started < 1.0  # refused from the header, before decoding
+                with ThreadPoolExecutor(1) as pool:
+                    heavy = pool.submit(client.post, f"{url}/predict", files={"file": ("u.flac", under)})
+                    started = time.monotonic()
+                    answer = client.post(f"{url}/predict", files={"file": ("a.wav", good)})
+                    assert answer.status_code == 200 and time.monotonic() - started < 1.0
+                    assert heavy.result().status_code == 200
+            # the slow clients are cut off: uploads with 408 after 2 s, unfinished headers closed after 2 s
+            assert all(closed_by_server(sock, 3.0) for sock in headers[:5] + uploads[:5])
+        finally:
+            stop.set()
+            attack.join()
+            for sock in uploads + headers:
+                sock.close()

@@ -84,11 +84,13 @@ def create_app(model: str | Path, *, max_upload_mb: float = 20.0, max_duration_s
 
 def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: int | None = None,
-          log_level: str = "info", trust_checkpoint: bool = False) -> None:
-    """Serve `model` over HTTP with uvicorn until interrupted."""
+          log_level: str = "info", trust_checkpoint: bool = False, max_samples: int = 57_600_000,
+          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0) -> None:
+    """Serve `model` over HTTP with uvicorn until interrupted (limits: `earmark.serve.audio.ServeLimits`)."""
     from earmark.serve.app import run_server
     from earmark.serve.audio import ServeLimits
-    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
+    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s, max_samples=max_samples,
+                                      upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s)
     run_server(model, host, port, limits, threads=threads, log_level=log_level, trust_checkpoint=trust_checkpoint)
 
 

@@ -232,6 +232,11 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
           max_upload_mb: float = typer.Option(20.0, min=0.001, help="largest request body, MiB (413 above)"),
           max_duration_s: float = typer.Option(600.0, min=0.01, help="longest audio, seconds (413 above)"),
           request_timeout_s: float = typer.Option(30.0, min=0.01, help="per-request time limit (504 after)"),
+          max_samples: int = typer.Option(57_600_000, min=1, help="most decoded samples (duration x rate x "
+                                          "channels, from the header) per request (413 above)"),
+          upload_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request body to arrive (408 after)"),
+          header_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request's headers to arrive "
+                                                 "(the connection is closed after)"),
           threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference (default: the "
                                                 "runtime's)"),
           log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log"),
@@ -241,7 +246,8 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
 
     api.serve(model, host=host, port=port, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
               request_timeout_s=request_timeout_s, threads=threads, log_level=log_level,
-              trust_checkpoint=trust_checkpoint)
+              trust_checkpoint=trust_checkpoint, max_samples=max_samples, upload_timeout_s=upload_timeout_s,
+              header_timeout_s=header_timeout_s)
 
 
 @app.command()

@@ -26,6 +26,8 @@ from earmark.rundir import CHECKPOINTS_DIR
 from earmark.serve.audio import AudioRequest, RequestError, ServeLimits, decode_encoded, decode_pcm
 
 WINDOW_BATCH = 64  # windows predicted at once: bounds memory for long recordings
+KEEP_ALIVE_S = 5.0  # an idle keep-alive connection is closed after this
+MAX_HEADER_BYTES = 16 * 1024  # request line + headers; larger is refused (uvicorn's h11 option)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
 
@@ -43,13 +45,14 @@ class ModelService:
     def reject_threshold(self) -> float:
         return float(getattr(self.predictor, "reject_threshold", 0.0) or 0.0)
 
-    def decode(self, request: AudioRequest) -> tuple[np.ndarray, dict[str, Any]]:
-        """(n,) float32 at the model's rate, and what the response says about the input."""
-        max_s, model_rate_hz = self.limits.max_duration_s, self.predictor.contract.sample_rate_hz
+    def decode(self, request: AudioRequest, deadline: float = float("inf")) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n,) float32 at the model's rate, and what the response says about the input; at most
+        `limits.max_samples` decoded, and decoding stops once `deadline` has passed."""
+        limits, model_rate_hz = self.limits, self.predictor.contract.sample_rate_hz
         if request.pcm:
-            return decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels, max_s,
-                              model_rate_hz)
-        return decode_encoded(request.data, max_s, model_rate_hz)
+            return decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels,
+                              limits.max_duration_s, model_rate_hz, limits.max_samples, deadline)
+        return decode_encoded(request.data, limits.max_duration_s, model_rate_hz, limits.max_samples, deadline)
 
     def _window_probabilities(self, wave: np.ndarray, windows: Windows, deadline: float) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
@@ -86,7 +89,7 @@ class ModelService:
         from earmark.data.audio import fit_length
 
         contract = self.predictor.contract
-        wave, info = self.decode(request)
+        wave, info = self.decode(request, deadline)
         windows = Windows.for_contract(contract, None, None)
         if windows is None:
             clip = fit_length(wave, contract.n_samples, contract.clip)  # (1, n_samples)
@@ -108,7 +111,7 @@ class ModelService:
             windows = Windows.for_contract(contract, chunk_s, hop_s)
         except EarmarkError as exc:
             raise RequestError(422, "invalid window", str(exc)) from None
-        wave, info = self.decode(request)
+        wave, info = self.decode(request, deadline)
         starts, probabilities = self._window_probabilities(wave, windows, deadline)
         names, top = top_labels(probabilities, self.predictor.labels, self.reject_threshold)
         rows = []
@@ -129,7 +132,9 @@ class ModelService:
                 "uptime_s": round(time.monotonic() - self.started_s, 3),
                 "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_duration_s": limits.max_duration_s,
                            "request_timeout_s": limits.request_timeout_s, "max_concurrent": limits.max_concurrent,
-                           "max_pending": limits.max_pending, "max_windows": limits.max_windows}}
+                           "max_pending": limits.max_pending, "max_windows": limits.max_windows,
+                           "max_samples": limits.max_samples, "upload_timeout_s": limits.upload_timeout_s,
+                           "header_timeout_s": limits.header_timeout_s}}
 
 
 def load_model(model: str | Path, threads: Optional[int] = None, trust_checkpoint: bool = False):
@@ -167,10 +172,18 @@ def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: st
     app.state.service = service
 
     async def run_limited(request: Request, job: Callable[[AudioRequest, float], dict], *pcm_query) -> dict:
-        """Read the body, then decode and predict in the inference pool, all within one request timeout.
+        """Read the body (within upload_timeout_s), then decode and predict in the inference pool within
+        request_timeout_s.
 
+        Only a request whose body has arrived counts against max_pending: slow uploads hold no slot, so
+        clients dribbling bytes cannot make good requests wait or get 503; each is cut off with 408.
         A request counts as in flight until its work has really finished: after a 504 the work already
-        running goes on (it stops at its next window batch), and it still takes a place of max_pending."""
+        running goes on (it stops at its next decode block or window batch), and it keeps its place."""
+        try:
+            audio = await asyncio.wait_for(read_audio_request(request, *pcm_query), limits.upload_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(408, "upload too slow", f"the body did not arrive within "
+                                                       f"{limits.upload_timeout_s:g} s") from None
         if in_flight[0] >= limits.max_pending:
             raise RequestError(503, "server busy", f"{in_flight[0]} requests in flight; retry shortly")
         in_flight[0] += 1
@@ -182,11 +195,6 @@ def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: st
             in_flight[0] -= 1
 
         try:
-            try:
-                audio = await asyncio.wait_for(read_audio_request(request, *pcm_query), limits.request_timeout_s)
-            except asyncio.TimeoutError:
-                raise RequestError(408, "upload too slow", f"the body did not arrive within "
-                                                           f"{limits.request_timeout_s:g} s") from None
             work = executor.submit(job, audio, deadline)
             work.add_done_callback(lambda _: _call_soon(loop, release))
             try:  # on timeout the waiting is cancelled, and with it the work if it has not started
@@ -269,4 +277,35 @@ def run_server(model: str | Path, host: str, port: int, limits: ServeLimits, thr
     if log_level not in LOG_LEVELS:
         raise EarmarkError(f"--log-level must be one of {', '.join(LOG_LEVELS)}; got {log_level!r}")
     check_port_free(host, port)
-    uvicorn.run(create_app_for(model, limits, threads, trust_checkpoint), host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    app = create_app_for(model, limits, threads, trust_checkpoint)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5,
+                http=header_deadline_protocol(limits.header_timeout_s), timeout_keep_alive=KEEP_ALIVE_S,
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES)
+
+
+def header_deadline_protocol(header_timeout_s: float):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not all arrived
+    within `header_timeout_s` of it opening (or of its previous response). uvicorn's own keep-alive timer
+    is reset by every byte, so a client trickling a header a byte at a time would hold it open forever;
+    this deadline is not. It also closes a connection still sending a body after its 408."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def _arm_header_deadline(self) -> None:
+            waiting_since = self.cycle  # a new request's headers replace the cycle
+
+            def expire() -> None:
+                if self.cycle is waiting_since and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(header_timeout_s, expire)
+
+    return HeaderDeadline

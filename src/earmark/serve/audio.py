@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -60,17 +61,22 @@ class ServeLimits:
     max_concurrent: int = 4  # requests decoded and predicted at once (threads of the inference pool)
     max_pending: int = 64  # requests in flight before new ones are refused with 503
     max_windows: int = 10_000  # windows one timeline may hold
+    # decoded samples (frames x channels) one request may cost, checked from the header before decoding:
+    # a few MB of FLAC can hold ten minutes at 384 kHz. Default: 600 s of stereo at 48 kHz
+    max_samples: int = 57_600_000
+    upload_timeout_s: float = 10.0  # the body must arrive within this (408 after); uploading holds no slot
+    header_timeout_s: float = 10.0  # request line and headers must arrive within this, or the connection closes
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_duration_s", "request_timeout_s", "max_concurrent", "max_pending",
-                     "max_windows"):
+                     "max_windows", "max_samples", "upload_timeout_s", "header_timeout_s"):
             value = getattr(self, name)
             if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
                 raise EarmarkError(f"serve limit {name} must be a positive number; got {value!r}")
 
     @classmethod
     def from_options(cls, max_upload_mb: float = 20.0, max_duration_s: float = 600.0,
-                     request_timeout_s: float = 30.0, **others: int) -> "ServeLimits":
+                     request_timeout_s: float = 30.0, **others: float) -> "ServeLimits":
         """The CLI's units: megabytes (MiB) for the upload size."""
         if not max_upload_mb > 0:
             raise EarmarkError(f"--max-upload-mb must be positive; got {max_upload_mb!r}")
@@ -91,20 +97,29 @@ def _check_channels(channels: int | None, what: str) -> int:
     return int(channels)
 
 
-def _check_duration(n_frames: int, rate_hz: int, max_duration_s: float) -> None:
+def _check_duration(n_frames: int, rate_hz: int, max_duration_s: float, channels: int = 1,
+                    max_samples: float = math.inf) -> None:
     duration_s = n_frames / rate_hz
     if duration_s > max_duration_s:
         raise RequestError(413, "audio too long", f"{duration_s:.1f} s of audio; the limit is {max_duration_s:g} s "
                                                   f"(the server's --max-duration-s); send a shorter excerpt")
+    if n_frames * channels > max_samples:
+        raise RequestError(413, "audio too large to decode",
+                           f"{duration_s:.1f} s x {rate_hz} Hz x {channels} channel(s) = {n_frames * channels} "
+                           f"samples; the limit is {max_samples:g} per request: send less, or at a lower rate")
 
 
-def _model_rate_mono(blocks: Iterable[np.ndarray], rate_hz: int, model_rate_hz: int) -> tuple[np.ndarray, int]:
-    """Blocks (n_i, channels) at `rate_hz` → ((n,) float32 mono at `model_rate_hz`, frames read)."""
+def _model_rate_mono(blocks: Iterable[np.ndarray], rate_hz: int, model_rate_hz: int,
+                     deadline: float = math.inf) -> tuple[np.ndarray, int]:
+    """Blocks (n_i, channels) at `rate_hz` → ((n,) float32 mono at `model_rate_hz`, frames read); stops
+    between blocks once `deadline` (time.monotonic) has passed."""
     from earmark.predict.streaming import MonoResampler
 
     resampler = MonoResampler(rate_hz, model_rate_hz)
     pieces, n_frames = [], 0
     for block in blocks:
+        if time.monotonic() > deadline:  # the client has had its 504: stop spending the pool on it
+            raise RequestError(504, "request timed out", "decoding abandoned after the request timeout")
         if not np.isfinite(block).all():
             raise RequestError(400, "invalid samples", "the audio contains NaN or infinite samples")
         n_frames += len(block)
@@ -119,11 +134,13 @@ def _info(n_frames: int, rate_hz: int, channels: int) -> dict[str, Any]:
     return {"duration_s": round(n_frames / rate_hz, 4), "sample_rate_hz": rate_hz, "channels": channels}
 
 
-def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int, max_samples: float = math.inf,
+                   deadline: float = math.inf) -> tuple[np.ndarray, dict[str, Any]]:
     """An encoded file's bytes → (n,) float32 mono at `model_rate_hz`, and what was sent (see the module).
 
     The header's length and rate are checked before anything is decoded, and at most `max_duration_s`
-    (plus one frame) is ever read, so a header that lies about its length cannot exhaust memory.
+    (plus one frame) is ever read, so a header that lies about its length cannot exhaust memory; nor more
+    than `max_samples` (frames x channels), so a small, highly compressed file cannot cost seconds of CPU.
     """
     import soundfile as sf
 
@@ -134,22 +151,23 @@ def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int) -> tu
             rate_hz = check_rate(audio_file.samplerate, "the file's sample rate")
             channels = _check_channels(audio_file.channels, "the file's channel count")
             if audio_file.frames > 0:
-                _check_duration(audio_file.frames, rate_hz, max_duration_s)
-            max_frames = int(math.ceil(max_duration_s * rate_hz))
+                _check_duration(audio_file.frames, rate_hz, max_duration_s, channels, max_samples)
+            max_frames = int(min(math.ceil(max_duration_s * rate_hz), max_samples // channels))
             blocks = audio_file.blocks(DECODE_BLOCK_FRAMES, frames=max_frames + 1, dtype="float32", always_2d=True)
-            wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz)
+            wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
     except sf.LibsndfileError as exc:
         raise RequestError(415, "cannot decode the audio",
                            f"{exc.error_string.rstrip('.')}; send {ENCODED_FORMATS}, or raw PCM as "
                            f"application/octet-stream with ?rate_hz=&format=") from None
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
         raise RequestError(400, "corrupt audio", f"decoding failed: {exc}") from None
-    _check_duration(n_frames, rate_hz, max_duration_s)
+    _check_duration(n_frames, rate_hz, max_duration_s, channels, max_samples)
     return wave, _info(n_frames, rate_hz, channels)
 
 
 def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: int, max_duration_s: float,
-               model_rate_hz: int) -> tuple[np.ndarray, dict[str, Any]]:
+               model_rate_hz: int, max_samples: float = math.inf,
+               deadline: float = math.inf) -> tuple[np.ndarray, dict[str, Any]]:
     """Raw interleaved little-endian PCM → (n,) float32 mono at `model_rate_hz`, and what was sent."""
     if sample_format not in PCM_FORMATS:
         raise RequestError(422, "unsupported PCM format",
@@ -163,8 +181,8 @@ def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: i
         raise RequestError(400, "truncated PCM", f"the body has {len(data)} bytes, not a multiple of one frame "
                                                  f"({frame_bytes} bytes: {channels} channel(s) of {sample_format})")
     n_frames = len(data) // frame_bytes
-    _check_duration(n_frames, rate_hz, max_duration_s)
+    _check_duration(n_frames, rate_hz, max_duration_s, channels, max_samples)
     step = DECODE_BLOCK_FRAMES * frame_bytes
     blocks = (pcm_to_float(data[start:start + step], sample_format, channels) for start in range(0, len(data), step))
-    wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz)
+    wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
     return wave, _info(n_frames, rate_hz, channels)
