@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from earmark.data.cache import INDEX_FILE, META_FILE
+from earmark.data.cache_index import INDEX_FILE, META_FILE
 from earmark.files import is_generated
 
 CACHE_META_KEYS = {"version", "audio_key", "n_samples"}
