@@ -29,7 +29,7 @@ def test_help_lists_every_command_quickly(tmp_path):
     for command in ("train", "prepare", "evaluate", "predict", "inspect", "clean", "models"):
         assert command in result.stdout
     check = subprocess.run([sys.executable, "-c", "import earmark.cli, sys; print('torch' in sys.modules)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=120)
     assert check.stdout.strip() == "False"  # heavy imports wait for the command that needs them
 
 
