@@ -22,7 +22,7 @@ def silent(text: str) -> None:
     pass
 
 
-@pytest.mark.parametrize("model", ["simple_cnn", "wave_cnn", "lite_cnn"])
+@pytest.mark.parametrize("model", ["simple_cnn", pytest.param("wave_cnn", marks=pytest.mark.slow), "lite_cnn"])
 def test_export_matches_pytorch_on_the_test_split(model, tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory, model)
     result = api.export(run, tmp_path, log=silent)
@@ -132,6 +132,7 @@ def test_the_front_end_stays_float_in_int8_models(tmp_path_factory):
     assert len(names) < len(model.graph.node)
 
 
+@pytest.mark.slow
 def test_an_int8_model_losing_too_much_is_refused_unless_forced(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory)
     with pytest.raises(EarmarkError, match="above the limit of -1.*--max-int8-drop"):
@@ -189,7 +190,8 @@ TINY_FAMILIES = {
 }
 
 
-@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name == "timm:resnet10t" else [])
+                                  for name in TINY_FAMILIES])
 def test_other_families_export_with_parity(name, tmp_path, capfd):
     """Random-weight tiny models of the other families: exported quietly, and equal to PyTorch."""
     from earmark.config import FeaturesConfig, TrainConfig
@@ -228,6 +230,7 @@ def test_other_families_export_with_parity(name, tmp_path, capfd):
         assert not np.allclose(reference[0], Predictor(module).predict_waves(waves[:1])[0])
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory)
     done = subprocess.run([sys.executable, "-m", "earmark", "export", str(run), "--int8", "static",
