@@ -45,6 +45,7 @@ TINY_PARAMS: dict[str, dict] = {
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.
 FULL_SIZE = {"resnet34", "resnet50", "densenet121", "efficientnetv2_s", "inception_v3"}
+SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14"}  # ast, cnn14: 10-30 s for torch.export even when tiny
 
 ENTRIES = {entry.name: entry for entry in list_models()}
 
@@ -122,7 +123,8 @@ def test_one_training_step_moves_the_weights_and_the_state_dict_round_trips(name
     torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
-@parametrize_models(slow=FULL_SIZE)
+@parametrize_models(slow=SLOW_EXPORTS)
+@pytest.mark.timeout(600)  # efficientnetv2_s: about 100 s on an idle 2-core machine, 300 s under load
 def test_exports_to_onnx_and_onnxruntime_matches_torch(name, tmp_path, capfd):
     module = prepared(name).eval()
     waves, _ = clips()
@@ -139,6 +141,7 @@ def test_exports_to_onnx_and_onnxruntime_matches_torch(name, tmp_path, capfd):
     with torch.no_grad():
         expected_logits = module(*inputs).float()
     expected = torch.softmax(expected_logits / module.temperature_, dim=1).numpy()
-    assert np.abs(logits - expected_logits.numpy()).max() < 1e-3, how
+    scale = max(1.0, float(expected_logits.abs().max()))  # an untrained inception_v3 gives logits of ~1e6
+    assert np.abs(logits - expected_logits.numpy()).max() < 1e-3 * scale, how
     assert np.abs(probabilities - expected).max() < 1e-4, how
     assert (probabilities.argmax(axis=1) == expected.argmax(axis=1)).all(), how
