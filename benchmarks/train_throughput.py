@@ -30,7 +30,7 @@ import numpy as np
 
 SAMPLE_RATE_HZ = 16000
 N_CLASSES = 10
-MODELS = {"simple_cnn": "log_mel", "wave_cnn": "waveform"}
+MODELS = {"simple_cnn": "log_mel", "wave_cnn": "waveform"}  # the default --models
 AUGMENT = {"shift_s": 0.1, "gain_db": 6.0, "noise_std": 0.005, "freq_masks": 2, "time_masks": 2}
 
 
@@ -41,6 +41,13 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def feature_kind(model: str) -> str:
+    """The front-end a registered model takes: log_mel for spectrogram models, else waveform."""
+    from earmark.models.registry import MODELS as REGISTRY
+
+    return "waveform" if REGISTRY.entry(model).input_kind == "waveform" else "log_mel"
+
+
 def build_module(model: str, seconds: float):
     from earmark.config import FeaturesConfig, TrainConfig
     from earmark.contract import InputContract
@@ -48,7 +55,7 @@ def build_module(model: str, seconds: float):
 
     contract = InputContract(sample_rate_hz=SAMPLE_RATE_HZ, duration_s=seconds, clip="pad",
                              labels=tuple(str(i) for i in range(N_CLASSES)),
-                             features=FeaturesConfig(kind=MODELS[model]).model_dump())
+                             features=FeaturesConfig(kind=feature_kind(model)).model_dump())
     return AudioClassifier(contract.to_dict(), model, {}, TrainConfig(scheduler="none").model_dump(), AUGMENT)
 
 
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when there is one)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="DataLoader workers of the streaming path")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="registered model names")
     args = parser.parse_args(argv)
     import lightning  # noqa: F401  (it sets its loggers' levels on import; quieten them after)
 

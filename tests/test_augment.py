@@ -178,7 +178,7 @@ def test_time_stretch_keeps_pitch_and_scales_duration_by_the_rate():
 
 
 def test_time_stretch_matches_librosa_phase_vocoder():
-    librosa = pytest.importorskip("librosa")
+    import librosa
     noise = np.random.default_rng(0).normal(0, 0.3, RATE_HZ)
     n_fft, hop = stretch_fft_size(RATE_HZ)
     ours = time_stretch(torch.tensor(noise)[None].repeat(2, 1), torch.tensor([0.8, 1.25]), n_fft, hop)

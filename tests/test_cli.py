@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 from conftest import tone_clip
@@ -29,10 +30,11 @@ def test_help_lists_every_command_quickly(tmp_path):
     for command in ("train", "prepare", "evaluate", "predict", "inspect", "clean", "models"):
         assert command in result.stdout
     check = subprocess.run([sys.executable, "-c", "import earmark.cli, sys; print('torch' in sys.modules)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=120)
     assert check.stdout.strip() == "False"  # heavy imports wait for the command that needs them
 
 
+@pytest.mark.slow
 def test_models_command_lists_every_family_with_counts_and_weights(tmp_path):
     result = earmark("models", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -50,6 +52,7 @@ def test_unknown_key_and_missing_path_are_one_line_errors(tmp_path):
     assert_clean_error(earmark("train", "missing.yaml", cwd=tmp_path), "missing.yaml")
 
 
+@pytest.mark.slow
 def test_bad_data_gets_a_clear_message(tmp_path):
     corrupt = tmp_path / "corrupt"
     for label in ("a", "b"):
@@ -68,6 +71,7 @@ def test_bad_data_gets_a_clear_message(tmp_path):
                        "data.columns")
 
 
+@pytest.mark.slow
 def test_train_predict_evaluate_from_the_command_line(tone_config, tone_folder, tmp_path):
     trained = earmark("train", str(tone_config), "model.name=wave_cnn", "features.kind=waveform",
                       "train.max_epochs=2", "--strict", cwd=tmp_path)
@@ -84,6 +88,7 @@ def test_train_predict_evaluate_from_the_command_line(tone_config, tone_folder, 
     assert "accuracy" in evaluated.stdout and (tmp_path / "eval" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_inspect_with_augmentation_preview(tone_config, tmp_path):
     result = earmark("inspect", str(tone_config), "augment.freq_masks=2", "augment.noise_snr_db=[5,15]",
                      "--augment", "--out", str(tmp_path / "look"), cwd=tmp_path)

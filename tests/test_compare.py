@@ -160,6 +160,7 @@ def earmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_compare_command_end_to_end_on_two_real_runs(tmp_path):
     from tiny_runs import train_tiny_run
 

@@ -68,6 +68,7 @@ def fold_tests(cv_dir: Path) -> dict[str, pd.DataFrame]:
             for path in sorted(cv_dir.glob("fold-*/splits/test.csv"))}
 
 
+@pytest.mark.slow
 def test_each_fold_is_a_complete_run_under_one_cv_folder(grouped_cv):
     result, _, _, lines = grouped_cv
     assert result.cv_dir.name == "tones-cv"
@@ -88,6 +89,7 @@ def test_each_fold_is_a_complete_run_under_one_cv_folder(grouped_cv):
     assert "data:image/png;base64," in html and "Per fold" in html
 
 
+@pytest.mark.slow
 def test_test_folds_are_disjoint_cover_the_data_and_keep_speakers_apart(grouped_cv):
     result, _, _, _ = grouped_cv
     tests = fold_tests(result.cv_dir)
@@ -107,6 +109,7 @@ def test_test_folds_are_disjoint_cover_the_data_and_keep_speakers_apart(grouped_
         assert row["held_out_groups"] == sorted(by_split["test"])
 
 
+@pytest.mark.slow
 def test_summary_mean_std_and_pooled_confusion_come_from_the_folds(grouped_cv):
     result, _, _, _ = grouped_cv
     summary = json.loads((result.cv_dir / "cv_summary.json").read_text())
@@ -128,12 +131,14 @@ def test_summary_mean_std_and_pooled_confusion_come_from_the_folds(grouped_cv):
     assert f"{summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}" in markdown
 
 
+@pytest.mark.slow
 def test_audio_is_decoded_once_for_all_folds(grouped_cv):
     result, _, decoded, _ = grouped_cv
     assert len(decoded) == N_FILES and len(set(decoded)) == N_FILES  # every file once, not once per fold
     assert result.summary["decoded"] == {"n_decoded": N_FILES, "n_reused": 0}
 
 
+@pytest.mark.slow
 def test_the_bad_file_report_is_written_once_into_the_cv_folder(grouped_cv):
     result, config, _, _ = grouped_cv
     assert (result.cv_dir / "bad_files.csv").is_file()
@@ -141,6 +146,7 @@ def test_the_bad_file_report_is_written_once_into_the_cv_folder(grouped_cv):
     assert not list(result.cv_dir.glob("splits/fold-*/bad_files.csv"))  # folds count them in split_stats.json
 
 
+@pytest.mark.slow
 def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypatch):
     result, _, _, _ = grouped_cv
     (result.cv_dir / "fold-2" / "metrics.json").unlink()  # as if fold 2 was interrupted after its last epoch
@@ -168,6 +174,7 @@ def test_resume_keeps_finished_folds_and_completes_the_rest(grouped_cv, monkeypa
         api.cv(resume=result.cv_dir, folds=4)
 
 
+@pytest.mark.slow
 def test_predefined_folds_from_the_command_line(tmp_path):
     from typer.testing import CliRunner
 

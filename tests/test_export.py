@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -16,16 +17,12 @@ from earmark import api
 from earmark.errors import EarmarkError
 from onnx_runs import exported_model, trained_run
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 
 def silent(text: str) -> None:
     pass
 
 
-@pytest.mark.parametrize("model", ["simple_cnn", "wave_cnn", "lite_cnn"])
+@pytest.mark.parametrize("model", ["simple_cnn", pytest.param("wave_cnn", marks=pytest.mark.slow), "lite_cnn"])
 def test_export_matches_pytorch_on_the_test_split(model, tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory, model)
     result = api.export(run, tmp_path, log=silent)
@@ -135,6 +132,7 @@ def test_the_front_end_stays_float_in_int8_models(tmp_path_factory):
     assert len(names) < len(model.graph.node)
 
 
+@pytest.mark.slow
 def test_an_int8_model_losing_too_much_is_refused_unless_forced(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory)
     with pytest.raises(EarmarkError, match="above the limit of -1.*--max-int8-drop"):
@@ -185,18 +183,15 @@ def test_the_legacy_torchscript_exporter_gives_the_same_model(tmp_path_factory, 
     assert result.parity["export"]["exporter"] == "torchscript" and result.parity["fp32"]["passed"]
 
 
+# every registered model is exported in tests/test_every_model.py; these are the paths it does not take
 TINY_FAMILIES = {
-    "cnn_gpt2": {"n_layer": 1, "n_head": 2, "n_embd": 16, "cnn_channels": 4},
-    "wav2vec2": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
-                 "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4]},
-    "ast": {"hidden_size": 16, "num_layers": 1, "num_heads": 2},
-    "cnn14": {"width_div": 32},
     "timm:resnet10t": {},  # torch.export cannot keep its length dynamic: exercises the fixed-length fallback
     "personalized": {"base_params": {"width": 4}},
 }
 
 
-@pytest.mark.parametrize("name", list(TINY_FAMILIES))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.slow] if name == "timm:resnet10t" else [])
+                                  for name in TINY_FAMILIES])
 def test_other_families_export_with_parity(name, tmp_path, capfd):
     """Random-weight tiny models of the other families: exported quietly, and equal to PyTorch."""
     from earmark.config import FeaturesConfig, TrainConfig
@@ -235,13 +230,15 @@ def test_other_families_export_with_parity(name, tmp_path, capfd):
         assert not np.allclose(reference[0], Predictor(module).predict_waves(waves[:1])[0])
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line(tmp_path_factory, tmp_path):
     run = trained_run(tmp_path_factory)
     done = subprocess.run([sys.executable, "-m", "earmark", "export", str(run), "--int8", "static",
-                           "--max-int8-drop", "100", "--out", str(tmp_path)], capture_output=True, text=True)
+                           "--max-int8-drop", "100", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "FP32 parity" in done.stdout and "INT8 (static)" in done.stdout
     assert (tmp_path / "model.onnx").is_file() and (tmp_path / "model.int8.onnx").is_file()
     bad = subprocess.run([sys.executable, "-m", "earmark", "export", str(tmp_path / "no-such-run")],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "error: run not found" in bad.stderr

@@ -171,14 +171,14 @@ def test_datasets_lists_every_preset_with_license_and_size(mirror, tmp_path):
     assert rows["fsdd"]["license"] == "CC BY-SA 4.0" and rows["speech_commands"]["license"] == "CC BY 4.0"
     assert rows["speech_commands"]["checksum"].startswith("sha256:af14739e")
     run = subprocess.run([sys.executable, "-m", "earmark", "datasets"], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "200"})
+                         timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0
     for word in ("esc50", "urbansound8k", "speech_commands", "CC BY-SA 4.0", "2.4 GB", "soundata"):
         assert word in run.stdout
     checksum = sha256_of(mirror, "fsdd")
     run = subprocess.run([sys.executable, "-m", "earmark", "fetch", "fsdd", "--to", str(tmp_path), "--base-url",
                           mirror.url("/mirror"), "--checksum", checksum], capture_output=True, text=True,
-                         env={**os.environ, "COLUMNS": "200"})
+                         timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"next: earmark prepare data.source=fsdd data.path={tmp_path / 'fsdd'}" in run.stdout
 
@@ -234,7 +234,8 @@ def test_a_damaged_checksums_lock_is_named_before_anything_is_downloaded(mirror,
         fetch_from(mirror, "fsdd", tmp_path, checksum=None)
     assert sum(mirror.hits.values()) == 0
     run = subprocess.run([sys.executable, "-m", "earmark", "fetch", "fsdd", "--to", str(tmp_path), "--base-url",
-                          mirror.url("/mirror")], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+                          mirror.url("/mirror")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "COLUMNS": "200"})
     assert run.returncode == 2 and run.stderr.startswith("error:") and "checksums.lock is damaged" in run.stderr
     assert "Traceback" not in run.stderr
 

@@ -146,7 +146,7 @@ def test_video_containers_are_converted_with_ffmpeg(server, tmp_path):
     source = tmp_path / "tone.wav"
     source.write_bytes(wav_bytes(500, 1.2, rate_hz=16000))
     m4a = tmp_path / "tone.m4a"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-c:a", "aac", str(m4a)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(source), "-c:a", "aac", str(m4a)], check=True, timeout=120)
     server.files["/media/tone.m4a"] = m4a.read_bytes()
     server.content_types["/media/tone.m4a"] = "audio/mp4"
     sources = tmp_path / "S.csv"

@@ -16,9 +16,6 @@ from earmark import api
 from earmark.errors import EarmarkError
 from onnx_runs import RATE_HZ, exported_model
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 # Makes torch, lightning and torchaudio unimportable in the child process, then runs the CLI.
 NO_TORCH_CLI = textwrap.dedent("""
     import importlib.abc, sys

@@ -110,6 +110,7 @@ def test_metrics_json_holds_every_key_and_the_leakage_warning(four_class_run):
     assert (run / "report.html").is_file()
 
 
+@pytest.mark.slow
 def test_evaluate_group_by_from_the_command_line(four_class_run, tmp_path):
     run = four_class_run.run_dir
     out = tmp_path / "eval"

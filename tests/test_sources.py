@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import FSDD_ROOT as FSDD
 from earmark.config import ColumnMap, DataConfig
 from earmark.data import sources
 from earmark.data.sources import STANDARD_COLUMNS, bundled_sample_dir, load_source, load_table
 from earmark.errors import EarmarkError
-
-FSDD = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
 
 
 def touch(path: Path, text: str = "") -> Path:
@@ -183,8 +182,7 @@ def test_bundled_sample_is_read_like_a_csv(tmp_path, monkeypatch):
     expect_error(DataConfig(source="sample"), "bundled sample", "gone", "reinstall")
 
 
-@pytest.mark.integration
-@pytest.mark.skipif(not FSDD.is_dir(), reason="shared FSDD data set not present")
+@pytest.mark.integration  # needs ../shared: skipped where it is absent (tests/conftest.py)
 def test_fsdd_preset_on_the_shared_data_set():
     table = load_table(DataConfig(source="fsdd", path=FSDD))
     assert len(table) == 3000

@@ -20,9 +20,6 @@ from earmark.predict.files import FilePredictor, Windows
 from earmark.predict.streaming import AudioBlocks, StreamPrediction, WindowCutter, stdin_blocks
 from onnx_runs import RATE_HZ, exported_model
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 
 class LoudnessPredictor(FilePredictor):
     """A stand-in model: class 1 when a window's RMS is above 0.1, else class 0 (no weights, no torch)."""

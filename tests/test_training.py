@@ -212,6 +212,7 @@ def test_same_seed_same_metrics_and_streaming_matches_device_resident(tone_confi
     assert streamed_metrics == reference
 
 
+@pytest.mark.slow
 def test_overfit_batch_reaches_near_zero_loss_and_writes_no_run(tone_config, tmp_path):
     result = api.train(tone_config, ["train.max_epochs=60", "train.lr=0.01", "augment.mixup_alpha=0.4",
                                      "train.label_smoothing=0.2"], overfit_batch=True)
@@ -261,6 +262,7 @@ def wait_for_mid_epoch_checkpoint(process: subprocess.Popen, checkpoints: Path, 
     raise AssertionError("no mid-epoch checkpoint appeared")
 
 
+@pytest.mark.slow
 def test_resume_after_kill_ends_exactly_like_an_uninterrupted_run(tone_config, tmp_path):
     # the whole recipe on: weighted sampling, class weights, focal loss, warm-up + cosine, waveform and
     # spectrogram augmentation, mixup, two stacked views; 5 batches an epoch, a checkpoint every 2 steps
@@ -305,6 +307,7 @@ def test_resume_after_kill_ends_exactly_like_an_uninterrupted_run(tone_config, t
     assert all(torch.equal(weights[key], reference[key]) for key in weights)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_run(tone_config, tmp_path):
     result = earmark("train", str(tone_config), "train.strategy=ddp", "train.accelerator=cpu", "train.devices=2",
                      "train.max_epochs=2", cwd=tmp_path)
