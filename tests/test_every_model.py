@@ -41,11 +41,12 @@ TINY_PARAMS: dict[str, dict] = {
     "wav2vec2": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32,
                  "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4]},
     "personalized": {"base_params": {"width": 4}},
+    "aisfx": {"head": "linear"},  # a fixed pretrained network (4.7 M): only the head is small
 }
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.
 FULL_SIZE = {"resnet34", "resnet50", "densenet121", "efficientnetv2_s", "inception_v3"}
-SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14"}  # ast, cnn14: 10-30 s for torch.export even when tiny
+SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half)
 
 ENTRIES = {entry.name: entry for entry in list_models()}
 

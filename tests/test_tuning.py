@@ -113,7 +113,7 @@ def test_importing_the_tuning_module_does_not_import_lightning():
     import subprocess
     import sys
 
-    code = "import sys, earmark.tuning, earmark.tuning_study; print('lightning' in sys.modules)"
+    code = "import sys, earmark.workflows.search_space, earmark.workflows.tune; print('lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
