@@ -32,5 +32,7 @@ def test_the_training_progress_bar_uses_it(monkeypatch, tmp_path):
     monkeypatch.delenv("COLUMNS", raising=False)
     monkeypatch.setattr("sys.stdout", FakeStdout(tty=False))
     callbacks = build_callbacks(load_config(overrides=["train.progress=true"]), tmp_path, has_validation=True)
-    bars = [c for c in callbacks if type(c).__name__ == "RichProgressBar"]
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    bars = [c for c in callbacks if isinstance(c, RichProgressBar)]
     assert len(bars) == 1 and bars[0]._console_kwargs == {"width": PIPED_WIDTH}

@@ -44,7 +44,7 @@ def _resume_config(run: str | Path, config: Config | str | Path | None, override
     """(config, run_dir, last checkpoint) for `--resume`; the run's own config unless one is given,
     and then it may differ from the run's config.yaml only in `RESUME_MAY_CHANGE`. The checkpoint is
     checked (read without running code, unless `trust_checkpoint`) before anything is decoded."""
-    from earmark.train.checkpoints import MODULE_KEYS, RESUME_KEYS, load_checkpoint_dict
+    from earmark.train.checkpoint_file import MODULE_KEYS, RESUME_KEYS, load_checkpoint_dict
 
     run_dir = Path(run)
     if not RunDir(run_dir).is_run():
