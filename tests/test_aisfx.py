@@ -75,6 +75,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_htk_mel_filterbank_matches_librosa():
     import librosa
+
     from earmark.features import htk_mel_filterbank
 
     expected = librosa.filters.mel(sr=SAMPLE_RATE_HZ, n_fft=2048, n_mels=N_MELS, fmin=0.0, fmax=22_050.0, htk=True,
