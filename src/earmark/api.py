@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-from earmark.config import Config, as_config
-
-if TYPE_CHECKING:  # what `train` returns, without importing the training stack
-    from earmark.workflows.train import RunResult
+from earmark.config import Config, resumable_config
 
 ConfigLike = Config | str | Path | None
 
@@ -22,9 +19,9 @@ def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict:
 def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False,
           resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
           extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False,
-          log=None) -> RunResult:
-    """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`); `log` gets the split
-    plan's lines. trust_checkpoint (every verb that reads a .ckpt): unpickle it in full, which can run code."""
+          log=None):
+    """Prepare, train, calibrate and evaluate one run; returns a `RunResult` (`earmark.workflows.train`). `log`:
+    the split plan's lines. trust_checkpoint (every verb reading a .ckpt): a full unpickle, which can run code."""
     from earmark.workflows.train import train as delegate
     return delegate(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch, prepared=prepared,
                     extra_callbacks=extra_callbacks, evaluate_test=evaluate_test, trust_checkpoint=trust_checkpoint,
@@ -60,8 +57,7 @@ def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: floa
                trust_checkpoint=trust_checkpoint)
 
 
-def inspect(config: ConfigLike = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None,
-            augment: bool = False):
+def inspect(config: ConfigLike = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None, augment=False):
     """Summarise the data and draw example (and, with `augment`, augmented) spectrograms."""
     from earmark.workflows.inspect import inspect_data
     return inspect_data(config, overrides, out_dir=Path(out_dir) if out_dir else None, augment=augment)
@@ -105,9 +101,8 @@ def cv(config: ConfigLike = None, overrides: Sequence[str] = (), *, folds: int |
        resume: str | Path | None = None, strict: bool = False, log=None):
     """K-fold cross-validation, one ordinary run per held-out fold; returns a `CVResult`."""
     from earmark.workflows.crossval import cross_validate
-    loaded = None if resume is not None and config is None and not overrides else as_config(config, overrides)
-    return cross_validate(loaded, folds=folds, group_by=group_by, fold_column=fold_column, seed=seed, resume=resume,
-                          strict=strict, log=log)
+    return cross_validate(resumable_config(config, overrides, resume), folds=folds, group_by=group_by,
+                          fold_column=fold_column, seed=seed, resume=resume, strict=strict, log=log)
 
 
 def export(run: str | Path, out_dir: str | Path | None = None, *, int8: str | None = None, opset: int | None = None,
@@ -124,9 +119,9 @@ def tune(config: ConfigLike = None, overrides: Sequence[str] = (), *, space: str
          pruner: Any = "median", startup_trials: int = 5, keep: str = "all", evaluate_trials: bool = False, log=None):
     """Hyper-parameter search with Optuna over a YAML space of dotted keys; returns a `TuneResult`."""
     from earmark.workflows.tune import run_study
-    loaded = None if resume is not None and config is None and not overrides else as_config(config, overrides)
-    return run_study(loaded, space, trials=trials, seed=seed, timeout_s=timeout_s, resume=resume, pruner=pruner,
-                     startup_trials=startup_trials, keep=keep, evaluate_trials=evaluate_trials, log=log)
+    return run_study(resumable_config(config, overrides, resume), space, trials=trials, seed=seed, timeout_s=timeout_s,
+                     resume=resume, pruner=pruner, startup_trials=startup_trials, keep=keep,
+                     evaluate_trials=evaluate_trials, log=log)
 
 
 def fetch(source: str | Path, to: str | Path, *, rate_hz: int | None = None, clip_s: float | None = None,
@@ -146,8 +141,7 @@ def embed(config: ConfigLike = None, overrides: Sequence[str] = (), *, out: str 
     return delegate(config, overrides, out, strict=strict)
 
 
-def audit(config: ConfigLike = None, overrides: Sequence[str] = (), *, out_dir: str | Path | None = None,
-          folds: int = 5):
+def audit(config: ConfigLike = None, overrides: Sequence[str] = (), *, out_dir: str | Path | None = None, folds=5):
     """Likely mislabels: training clips whose label out-of-fold probes disagree with (suspect_labels.csv)."""
     from earmark.workflows.embed import audit as delegate
     return delegate(config, overrides, out_dir, folds=folds)

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from earmark.config_messages import did_you_mean, error_origin, format_validation_error
+from earmark.config_messages import did_you_mean, error_origin, format_validation_error, parse_override
 from earmark.errors import EarmarkError
 from earmark.files import AUDIO_EXTENSIONS
 
@@ -299,21 +299,6 @@ class Config(Section):
         return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'train.max_epochs=5' -> (['train', 'max_epochs'], 5); the value is read as YAML."""
-    if "=" not in text:
-        raise EarmarkError(f"override '{text}' must look like section.key=value (e.g. train.max_epochs=5)")
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise EarmarkError(f"override '{text}' has no key before '='")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
 def _apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
     model: type[BaseModel] | None = Config
     node = tree
@@ -384,6 +369,11 @@ def as_config(config: Config | str | Path | None, overrides: Sequence[str] = ())
     if isinstance(config, Config):
         return apply_overrides(config, overrides)
     return load_config(config, list(overrides))
+
+
+def resumable_config(config: Config | str | Path | None, overrides: Sequence[str], resume) -> Config | None:
+    """`as_config`, except None when resuming (CV, tuning) with no config and no overrides: the saved one is used."""
+    return None if resume is not None and config is None and not overrides else as_config(config, overrides)
 
 
 def _resolve_relative_paths(config: Config, base: Path) -> Config:

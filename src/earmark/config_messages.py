@@ -1,11 +1,15 @@
-"""Messages for configuration errors: the dotted key, what is wrong, and a near-miss suggestion."""
+"""Reading override text (`train.max_epochs=5`) and explaining configuration errors: the dotted key, what is
+wrong, and a near-miss suggestion."""
 
 from __future__ import annotations
 
 import difflib
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
+
+from earmark.errors import EarmarkError
 
 
 def did_you_mean(name: str, allowed) -> str:
@@ -45,3 +49,18 @@ def error_origin(error: ValidationError, overridden: list[list[str]], origin: st
         path = [str(p) for p in loc]
         return any(path[:len(parts)] == parts or parts[:len(path)] == path for parts in overridden)
     return "command-line override" if all(from_override(item["loc"]) for item in error.errors()) else origin
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'train.max_epochs=5' -> (['train', 'max_epochs'], 5); the value is read as YAML."""
+    if "=" not in text:
+        raise EarmarkError(f"override '{text}' must look like section.key=value (e.g. train.max_epochs=5)")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise EarmarkError(f"override '{text}' has no key before '='")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
