@@ -30,6 +30,7 @@ MODEL_MODULES = (
     "earmark.models.ssl",
     "earmark.models.personalized",
     "earmark.models.embedding",
+    "earmark.models.hub_embedders",
 )
 BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 

@@ -1,0 +1,200 @@
+"""Pretrained backbones from the hub or local files, through the same embedding path as `aisfx`.
+
+- `hf_audio` (16 kHz): a transformers audio encoder from a hub id or a local `save_pretrained` folder —
+  wav2vec2, HuBERT, WavLM, data2vec-audio (raw waveform in) or Whisper's encoder (log-mel in, computed
+  here in torch as Whisper does: 80/128 Slaney mels, window 400, hop 160, log10, 8-decade floor, 30-s frame).
+  Hidden states are pooled by mean and max over the frames that cover the clip.
+- `panns_cnn14` (32 kHz): PANNs' CNN14 from a local AudioSet checkpoint (`checkpoint_path`), its 2,048-d
+  embedding on PANNs' log-mel (64 mels, window 1024, hop 320, 50–14,000 Hz).
+
+Offline without the files, building either is one EarmarkError saying how to supply them. A trained
+run's checkpoint rebuilds the architecture from its saved config (`hf_config`) with no download.
+AST and CLAP's audio encoder are not wired here yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from earmark.errors import EarmarkError
+from earmark.models.embedding import EmbeddingClassifier
+from earmark.models.registry import register_model
+
+RAW_WAVEFORM_TYPES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
+WHISPER_RATE_HZ, WHISPER_N_FFT, WHISPER_HOP, WHISPER_SECONDS = 16_000, 400, 160, 30
+DEFAULT_HF_ID = "facebook/wav2vec2-base"
+
+
+def pool_frames(hidden: torch.Tensor, n_frames: Optional[int] = None) -> torch.Tensor:
+    """(B, T, H) → (B, 2H): mean ++ max over the first `n_frames` frames (all when None)."""
+    if n_frames is not None:
+        hidden = hidden[:, :n_frames]
+    return torch.cat([hidden.mean(dim=1), hidden.amax(dim=1)], dim=1)
+
+
+class RawWaveformEmbedder(nn.Module):
+    """(B, samples) at 16 kHz → (B, 2H): each clip standardised (as the feature extractors do), then the encoder."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        wave = (wave - wave.mean(dim=1, keepdim=True)) / torch.sqrt(wave.var(dim=1, keepdim=True) + 1e-7)
+        return pool_frames(self.encoder(wave).last_hidden_state)
+
+
+class WhisperLogMel(nn.Module):
+    """(B, samples) at 16 kHz → (B, n_mels, 3000): Whisper's log-mel of the clip padded to 30 s."""
+
+    def __init__(self, n_mels: int) -> None:
+        super().__init__()
+        from earmark.features import dft_basis, mel_filterbank
+
+        self.register_buffer("basis", dft_basis(WHISPER_N_FFT, WHISPER_N_FFT))  # (2 * 201, 1, 400)
+        self.register_buffer("mel", mel_filterbank(WHISPER_RATE_HZ, WHISPER_N_FFT, n_mels))  # (201, n_mels)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        n_samples = WHISPER_RATE_HZ * WHISPER_SECONDS
+        wave = F.pad(wave[:, :n_samples], (0, max(0, n_samples - wave.shape[1])))  # (B, 480000)
+        padded = F.pad(wave.unsqueeze(1), (WHISPER_N_FFT // 2, WHISPER_N_FFT // 2), mode="reflect")
+        spectrum = F.conv1d(padded, self.basis, stride=WHISPER_HOP)[..., :-1]  # (B, 402, 3000): drop the last
+        n_freqs = spectrum.shape[1] // 2
+        power = spectrum[:, :n_freqs] ** 2 + spectrum[:, n_freqs:] ** 2  # (B, 201, 3000)
+        log_mel = torch.clamp(torch.einsum("bft,fm->bmt", power, self.mel), min=1e-10).log10()
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log_mel + 4.0) / 4.0
+
+
+class WhisperEmbedder(nn.Module):
+    """(B, samples) at 16 kHz → (B, 2H): Whisper's encoder, pooled over the positions that cover the clip."""
+
+    def __init__(self, encoder: nn.Module, n_mels: int) -> None:
+        super().__init__()
+        self.log_mel = WhisperLogMel(n_mels)
+        self.encoder = encoder
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(self.log_mel(wave)).last_hidden_state  # (B, 1500, H): one position per 20 ms
+        return pool_frames(hidden, max(1, math.ceil(wave.shape[1] / (2 * WHISPER_HOP))))
+
+
+def _weights_digest(source: str, is_local: bool) -> str:
+    """A short hash naming these weights in the embedding cache: the local weight files' bytes, or the hub id."""
+    digest = hashlib.sha256(source.encode())
+    if is_local:
+        for path in sorted(Path(source).glob("*.safetensors")) + sorted(Path(source).glob("*.bin")):
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def load_hf_encoder(model_name_or_path: str, hf_config: Optional[dict]):
+    """(encoder module, its config, digest) from a hub id or a local folder; from `hf_config` alone (no weights:
+    a trained run's checkpoint brings them) when given."""
+    from transformers import AutoConfig, AutoModel
+
+    from earmark.models.transformer import hf_pretrained, hf_source
+
+    if hf_config is not None:
+        config = AutoConfig.for_model(**hf_config)
+        return AutoModel.from_config(config), config, "from-checkpoint"
+    source, is_local = hf_source(model_name_or_path, "model.params.model_name_or_path")
+    model = hf_pretrained(lambda: AutoModel.from_pretrained(source, dtype=torch.float32), model="hf_audio",
+                          hub_id=DEFAULT_HF_ID if is_local else source, model_class="AutoModel",
+                          field="model.params.model_name_or_path", local_folder=source if is_local else None)
+    return model, model.config, _weights_digest(source, is_local)
+
+
+class RebuildableEmbeddingClassifier(EmbeddingClassifier):
+    """An `EmbeddingClassifier` whose checkpoint rebuilds the backbone offline: `offline_updates` replace the
+    params that point at files (the weights then come from the checkpoint)."""
+
+    def __init__(self, *args, offline_updates: dict, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.offline_updates = offline_updates
+
+    def offline_params(self, params: dict) -> dict:
+        return {**params, **self.offline_updates}
+
+
+@register_model("hf_audio", input_kind="waveform", sample_rate_hz=16_000,
+                description="a transformers audio encoder (wav2vec2, HuBERT, WavLM, Whisper's encoder) as an "
+                            "embedder + linear/MLP head; probe or fine-tune",
+                pretrained="Hugging Face hub id or local folder in model.params.model_name_or_path")
+def hf_audio(n_classes: int, input_shape: tuple[int, ...], model_name_or_path: str = DEFAULT_HF_ID,
+             head: str = "linear", hidden: int = 256, dropout: float = 0.2, freeze: bool = True,
+             hf_config: Optional[dict] = None) -> RebuildableEmbeddingClassifier:
+    model, config, digest = load_hf_encoder(model_name_or_path, hf_config)
+    if config.model_type == "whisper":
+        encoder = model.get_encoder() if hasattr(model, "get_encoder") else model
+        embedder, dim = WhisperEmbedder(encoder, config.num_mel_bins), 2 * config.d_model
+    elif config.model_type in RAW_WAVEFORM_TYPES:
+        embedder, dim = RawWaveformEmbedder(model), 2 * config.hidden_size
+    else:
+        raise EarmarkError(f"model.params.model_name_or_path is a '{config.model_type}' model; hf_audio takes "
+                           f"{', '.join(RAW_WAVEFORM_TYPES)} or whisper")
+    return RebuildableEmbeddingClassifier(embedder, dim, n_classes, f"hf-{config.model_type}-{digest}", head=head,
+                                          hidden=hidden, dropout=dropout, freeze=freeze,
+                                          offline_updates={"hf_config": config.to_dict()})
+
+
+class PannsEmbedder(nn.Module):
+    """(B, samples) at 32 kHz → (B, 2048): PANNs' log-mel, then CNN14's embedding."""
+
+    def __init__(self, cnn14: nn.Module) -> None:
+        super().__init__()
+        from earmark.config import FeaturesConfig
+        from earmark.features import build_frontend
+
+        settings = FeaturesConfig(kind="log_mel", n_fft=1024, win_ms=32.0, hop_ms=10.0, n_mels=64, f_min_hz=50.0,
+                                  f_max_hz=14_000.0, top_db=None, normalize=False)
+        self.frontend = build_frontend(settings, 32_000)
+        self.cnn14 = cnn14
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.cnn14.forward_features(self.frontend(wave))  # (B, 1, 64, frames) → (B, 2048)
+
+
+@register_model("panns_cnn14", input_kind="waveform", sample_rate_hz=32_000,
+                description="PANNs CNN14 (AudioSet) as an embedder + linear/MLP head; needs the checkpoint file",
+                pretrained="local PANNs checkpoint in model.params.checkpoint_path (Cnn14_mAP=0.431.pth)")
+def panns_cnn14(n_classes: int, input_shape: tuple[int, ...], checkpoint_path: Optional[str] = None,
+                head: str = "linear", hidden: int = 256, dropout: float = 0.2, freeze: bool = True,
+                trust_checkpoint: bool = False, width_div: int = 1,
+                architecture_only: bool = False) -> RebuildableEmbeddingClassifier:
+    """`width_div` > 1: a narrower, untrained CNN14 (tests); `architecture_only`: no weights (a checkpoint brings them)."""
+    from earmark.models.cnn14 import Cnn14, load_panns_checkpoint
+
+    cnn14 = Cnn14(n_classes=527, width_div=width_div)
+    digest = "untrained"
+    if checkpoint_path is not None:
+        path = Path(checkpoint_path).expanduser()
+        if not path.is_file():
+            raise EarmarkError(f"model.params.checkpoint_path={path} does not exist; download Cnn14_mAP=0.431.pth "
+                               f"(zenodo.org/record/3987831) on a machine with internet and copy it here")
+        load_panns_checkpoint(cnn14, path, trust=trust_checkpoint)
+        digest = _weights_digest(str(path.parent), True) if path.suffix in (".safetensors", ".bin") else \
+            _file_digest(path)
+    elif width_div == 1 and not architecture_only:
+        raise EarmarkError("panns_cnn14 needs model.params.checkpoint_path=<Cnn14_mAP=0.431.pth> (PANNs' AudioSet "
+                           "weights, zenodo.org/record/3987831); nothing is downloaded")
+    return RebuildableEmbeddingClassifier(PannsEmbedder(cnn14), 2048 // width_div, n_classes, f"panns-cnn14-{digest}",
+                                          head=head, hidden=hidden, dropout=dropout, freeze=freeze,
+                                          offline_updates={"checkpoint_path": None, "architecture_only": True})
