@@ -20,9 +20,8 @@ def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict:
 
 
 def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False,
-          resume: str | Path | None = None, overfit_batch: bool = False, prepared=None,
-          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False,
-          log=None) -> RunResult:
+          resume: str | Path | None = None, overfit_batch: bool = False, prepared=None, log=None,
+          extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False) -> RunResult:
     """Prepare, train, calibrate and evaluate one run (see `earmark.workflows.train.train`); `log` gets the split
     plan's lines. trust_checkpoint (every verb that reads a .ckpt): unpickle it in full, which can run code."""
     from earmark.workflows.train import train as delegate
@@ -32,10 +31,10 @@ def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: b
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
-             group_by: Sequence[str] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Re-score a run on its test split, another config's test split or a CSV; returns metrics.json's content."""
+             group_by: Sequence[str] = (), overrides: Sequence[str] = (), trust_checkpoint: bool = False) -> dict:
+    """Re-score a run on its test split, a config's test split or every row of a CSV read with data.* overrides."""
     from earmark.workflows.evaluate import evaluate as delegate
-    return delegate(run, data, out_dir, group_by=group_by, trust_checkpoint=trust_checkpoint)
+    return delegate(run, data, out_dir, group_by=group_by, overrides=overrides, trust_checkpoint=trust_checkpoint)
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
@@ -146,8 +145,7 @@ def embed(config: ConfigLike = None, overrides: Sequence[str] = (), *, out: str 
     return delegate(config, overrides, out, strict=strict)
 
 
-def audit(config: ConfigLike = None, overrides: Sequence[str] = (), *, out_dir: str | Path | None = None,
-          folds: int = 5):
+def audit(config: ConfigLike = None, overrides: Sequence[str] = (), *, out_dir: str | Path | None = None, folds=5):
     """Likely mislabels: training clips whose label out-of-fold probes disagree with (suspect_labels.csv)."""
     from earmark.workflows.embed import audit as delegate
     return delegate(config, overrides, out_dir, folds=folds)
