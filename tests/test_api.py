@@ -149,6 +149,24 @@ def test_evaluate_on_a_csv_scores_every_listed_file(trained, tmp_path):
     assert len(pd.read_csv(tmp_path / "eval_csv" / "predictions.csv")) == 10
 
 
+def test_evaluate_reads_a_csv_with_its_own_column_names(trained, tmp_path):
+    """The error names data.columns.label=...; evaluate takes exactly that override, and scores every row."""
+    result, _, root = trained
+    listing = tmp_path / "site_b.csv"
+    rows = [f"{label}/{label}_{take}.wav,{label},{('train', 'test')[take % 2]}" for label in ("low", "mid", "high") for take in range(4)]
+    listing.write_text("wav,kind,split\n" + "\n".join(rows) + "\n")  # a split column: still every row is scored
+    with pytest.raises(EarmarkError, match="data.columns"):
+        api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_plain")
+    overrides = ["data.columns.path=wav", "data.columns.label=kind", f"data.audio_root={root}"]
+    metrics = api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_named", overrides=overrides)
+    assert metrics["n_clips"] == 12
+    for wrong, says in ((["train.lr=0.1"], "data.\\* overrides only"), (["data.sample_rate_hz=16000"], "as it was trained")):
+        with pytest.raises(EarmarkError, match=says):
+            api.evaluate(result.run_dir, data=listing, out_dir=tmp_path / "eval_wrong", overrides=wrong + overrides)
+    with pytest.raises(EarmarkError, match="--data"):
+        api.evaluate(result.run_dir, out_dir=tmp_path / "eval_none", overrides=overrides)
+
+
 def test_evaluate_refuses_classes_the_run_never_saw(trained, tmp_path):
     result, _, root = trained
     listing = tmp_path / "new_classes.csv"

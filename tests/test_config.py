@@ -13,6 +13,14 @@ def test_defaults_train_the_bundled_sample():
     assert config.split.val_fraction == 0.1 and config.split.test_fraction == 0.1
 
 
+def test_the_demo_holds_out_speakers_unless_told_otherwise():
+    assert load_config().split.group_by == "speaker"  # the first run scores voices it never heard
+    assert load_config(overrides=["split.group_by=null"]).split.group_by is None
+    assert load_config(overrides=["split.group_by=word"]).split.group_by == "word"
+    folder = load_config(overrides=["data.source=folder", "data.path=."])
+    assert folder.split.group_by is None  # only the bundled sample is known to have a speaker column
+
+
 def test_dotted_overrides_are_typed():
     config = load_config(overrides=["train.max_epochs=5", "model.name=wave_cnn", "data.duration_s=2.5",
                                     "model.params.width=16", "split.group_by=speaker"])

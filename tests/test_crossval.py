@@ -208,3 +208,25 @@ def test_bad_fold_options_fail_before_training(tmp_path):
     with pytest.raises(EarmarkError, match="not a column"):
         api.cv(config, group_by="room")
     assert not (tmp_path / "runs").exists()  # nothing half-made left behind
+
+
+def test_every_fold_is_checked_before_any_fold_trains(tmp_path, monkeypatch):
+    """The last fold cannot be split: the CV fails at once, naming it, with advice that works."""
+    metadata = write_tone_table(tmp_path / "data")
+    table = pd.read_csv(metadata)
+    table["fold"] = table["speaker"].map({"ann": 1, "bob": 2, "cy": 3, "dee": 3})  # fold 3 holds half the clips
+    table.to_csv(metadata, index=False)
+    config = load_config(overrides=[*tiny_overrides(tmp_path, metadata), "split.val_fraction=0.5"])
+    with pytest.raises(EarmarkError) as error:
+        api.cv(config, fold_column="fold")
+    message = str(error.value)
+    assert "fold 3" in message and "split.val_fraction=0" in message and "merge small folds" in message
+    assert not (tmp_path / "runs").exists()  # folds 1 and 2 were never trained
+    from earmark.workflows import train as training
+
+    def reached_training(*args, **kwargs):
+        raise RuntimeError("every fold can be split; training starts")
+
+    monkeypatch.setattr(training, "train", reached_training)
+    with pytest.raises(RuntimeError, match="training starts"):  # the advice works
+        api.cv(config, ["split.val_fraction=0"], fold_column="fold")

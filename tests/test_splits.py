@@ -200,3 +200,16 @@ def test_kfold_assignments_are_grouped_and_stratified():
     assert folds.equals(kfold_assignments(items, k=5, group_key="speaker", seed=0))
     with pytest.raises(EarmarkError, match="k=11"):
         kfold_assignments(items, k=11, group_key="speaker", seed=0)
+
+
+def test_the_bundled_demo_split_shares_no_speaker():
+    """`earmark train` with no config: no speaker in two splits, so its first run warns of no leakage."""
+    from earmark.config import load_config
+    from earmark.data.sources import load_table
+
+    config = load_config()
+    items = assign_splits(load_table(config.data), config.split, config.seed)
+    stats = split_stats(items, config.split.group_by)
+    assert stats["leakage"]["ok"] and stats["warnings"] == []
+    speakers = items.groupby("speaker")["split"].nunique()
+    assert (speakers == 1).all() and set(items["split"]) == {"train", "val", "test"}

@@ -29,10 +29,10 @@ def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: b
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
-             group_by: Sequence[str] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
-    """Re-score a run on its test split, another config's test split or a CSV; returns metrics.json's content."""
+             group_by: Sequence[str] = (), overrides: Sequence[str] = (), trust_checkpoint: bool = False) -> dict:
+    """Re-score a run on its test split, a config's test split or every row of a CSV read with data.* overrides."""
     from earmark.workflows.evaluate import evaluate as delegate
-    return delegate(run, data, out_dir, group_by=group_by, trust_checkpoint=trust_checkpoint)
+    return delegate(run, data, out_dir, group_by=group_by, overrides=overrides, trust_checkpoint=trust_checkpoint)
 
 
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,

@@ -1,7 +1,6 @@
 """Typed configuration: pydantic models, YAML loading and dotted CLI overrides.
 
-Every section forbids unknown keys, so a typo fails before any work starts,
-naming the key and what is allowed.
+Every section forbids unknown keys, so a typo fails before any work starts, naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -121,11 +120,6 @@ class FeaturesConfig(Section):
 Range = tuple[float, float]
 
 
-def _check_range(name: str, value: Optional[Range]) -> None:
-    if value is not None and value[0] > value[1]:
-        raise ValueError(f"{name} must be [min, max] with min <= max; got {list(value)}")
-
-
 class AugmentConfig(Section):
     """Training-only augmentations, computed in batches on the training device.
 
@@ -164,7 +158,8 @@ class AugmentConfig(Section):
     @model_validator(mode="after")
     def _ranges(self) -> "AugmentConfig":
         for name in ("noise_snr_db", "background_snr_db", "speed", "stretch"):
-            _check_range(f"augment.{name}", getattr(self, name))
+            if (value := getattr(self, name)) is not None and value[0] > value[1]:
+                raise ValueError(f"augment.{name} must be [min, max] with min <= max; got {list(value)}")
         for name in ("speed", "stretch"):
             value = getattr(self, name)
             if value is not None and value[0] <= 0:
@@ -290,6 +285,12 @@ class Config(Section):
             raise ValueError(f"must be a plain folder name inside runs_dir, without /, \\ or '..'; got {name!r}")
         return name
 
+    @model_validator(mode="after")
+    def _demo_holds_out_speakers(self) -> "Config":  # the bundled demo scores voices it never heard, unless told
+        if self.data.source == "sample" and "group_by" not in self.split.model_fields_set:
+            object.__setattr__(self, "split", self.split.model_copy(update={"group_by": "speaker"}))
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
 
@@ -334,8 +335,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
             raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):
             raise EarmarkError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(loaded).__name__}")
-        tree = loaded
-        origin = str(path)
+        tree, origin = loaded, str(path)
     overridden = []
     for text in overrides or []:
         parts, value = parse_override(text)

@@ -112,6 +112,8 @@ def show_config(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HEL
 
 @app.command()
 def evaluate(run: Path = typer.Argument(..., help="a run directory, e.g. runs/<name>"),
+             overrides: Optional[List[str]] = typer.Argument(None, help="data.* overrides for reading --data, e.g. "
+                                                             "data.columns.label=kind", show_default=False),
              data: Optional[Path] = typer.Option(None, help="a config (its test split) or a CSV (all rows)"),
              out: Optional[Path] = typer.Option(None, help="where to write metrics, predictions and plots"),
              group_by: Optional[List[str]] = typer.Option(None, "--group-by", help="a metadata column to analyse "
@@ -121,7 +123,8 @@ def evaluate(run: Path = typer.Argument(..., help="a run directory, e.g. runs/<n
     calibration, warnings, plots and a report."""
     from earmark import api
 
-    metrics = api.evaluate(run, data, out, group_by=group_by or (), trust_checkpoint=trust_checkpoint)
+    metrics = api.evaluate(run, data, out, group_by=group_by or (), overrides=overrides or (),
+                           trust_checkpoint=trust_checkpoint)
     print_evaluation(metrics, "evaluated clips")
     make_console().print(f"accuracy {metrics['accuracy']:.4f}; report written to {metrics['evaluation_dir']}")
 

@@ -105,6 +105,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         raise EarmarkError(f"--group-by {plan.group_by!r} is not a column of the metadata; available columns: "
                            f"{', '.join(map(str, items.columns))}")
     folds = cv_folds(items, plan.folds, plan.group_by, plan.fold_column, plan.seed)  # checks before any writing
+    fold_names = sorted(folds.unique(), key=natural_key)
+    split_folds = {name: _feasible_fold(items, folds, name, plan, config, len(labels)) for name in fold_names}
     if resume is None:
         cv_dir = new_output_dir(config, "-cv")
         (cv_dir / CONFIG_FILE).write_text(config.to_yaml())
@@ -121,11 +123,10 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
                                   f"folds (e.g. {straddling[0]}): test scores may be optimistic")
     for line in cv_plan_lines(items, folds, labels):
         log(line)
-    fold_names = sorted(folds.unique(), key=natural_key)
     fold_config = _fold_config(config, plan)
     rows = []
     for number, name in enumerate(fold_names, start=1):
-        fold_items = _fold_items(items, folds, name, plan, config)
+        fold_items = split_folds[name]
         folder = f"fold-{safe_name(name, 'fold')}"  # the fold's name, usable in a path
         prepared = with_splits(fold_items, labels, cache, cv_dir / "splits" / folder, plan.group_by)
         held_out = _held_out_groups(fold_items, plan.group_by)
@@ -167,6 +168,28 @@ def _fold_items(items: pd.DataFrame, folds: pd.Series, name: str, plan: CVPlan, 
     val = f", val carved from the other folds ({config.split.val_fraction:g} of all clips)"
     fold_items.attrs["split_strategy"] = (f"cross-validation, {plan.describe()}: test = fold {name}"
                                           + (val if config.split.val_fraction > 0 else ""))
+    return fold_items
+
+
+def _feasible_fold(items: pd.DataFrame, folds: pd.Series, name: str, plan: CVPlan, config: Config,
+                   n_classes: int) -> pd.DataFrame:
+    """`_fold_items` for fold `name`, made for every fold before any trains: a fold whose split cannot be
+    made (or leaves nothing to train on) fails at once, named, with advice that can work."""
+    if plan.fold_column:
+        fewer = (f"merge small folds in the {plan.fold_column!r} column, or use --folds K (computed folds) "
+                 f"instead of --fold-column")
+    else:
+        fewer = f"use fewer folds (--folds {max(2, (plan.folds or DEFAULT_FOLDS) - 1)} or less)"
+    size = f"fold {name} holds {int((folds == name).sum())} of {len(items)} clips, {n_classes} classes"
+    try:
+        fold_items = _fold_items(items, folds, name, plan, config)
+    except EarmarkError as exc:
+        raise EarmarkError(f"cross-validation cannot split fold {name} ({size}): {exc}. Checked before any fold "
+                           f"trains: set split.val_fraction=0 (no validation split: every other group trains), "
+                           f"or {fewer}") from None
+    if not (fold_items["split"] == "train").any():
+        raise EarmarkError(f"cross-validation: fold {name} leaves no clip to train on ({size}); lower "
+                           f"split.val_fraction (0: no validation split), or {fewer}")
     return fold_items
 
 

@@ -191,19 +191,46 @@ def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, la
                         predictor=predictor)
 
 
+def _data_overrides(overrides: Sequence[str], data: str | Path | None) -> list[str]:
+    """`data.*` overrides for reading the data given with --data; anything else is refused, naming why."""
+    if overrides and data is None:
+        raise EarmarkError(f"overrides ({' '.join(overrides)}) only say how to read the data given with --data; "
+                           "a run's own test split is read as it was trained")
+    wrong = [text for text in overrides if not text.strip().startswith("data.")]
+    if wrong:
+        raise EarmarkError(f"evaluate takes data.* overrides only (e.g. data.columns.label=kind), to read --data; "
+                           f"got {', '.join(wrong)}; the model, features and evaluation settings are the run's")
+    return list(overrides)
+
+
+def _keep_audio(config: Config, trained: Config, overrides: Sequence[str]) -> Config:
+    """`config` reading audio exactly as the run was trained; an override that tries otherwise is refused."""
+    changed = {k: v for k, v in config.data.audio_key().items() if v != trained.data.audio_key()[k]}
+    explicit = [text for text in overrides if text.split("=", 1)[0].strip().split(".")[-1] in changed]
+    if explicit:
+        raise EarmarkError(f"{', '.join(explicit)}: the run's model hears audio as it was trained "
+                           f"({trained.data.audio_key()}); evaluate cannot change that")
+    return config.model_copy(update={"data": config.data.model_copy(update=trained.data.audio_key())})
+
+
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,
-             group_by: Sequence[str] = (), trust_checkpoint: bool = False) -> dict[str, Any]:
+             group_by: Sequence[str] = (), overrides: Sequence[str] = (),
+             trust_checkpoint: bool = False) -> dict[str, Any]:
     """Re-score a run: on its own test split, on another config's test split, or on every row of a CSV.
 
     group_by: metadata columns analysed per group (accuracy per value, the worst, per_group_<column>.png)
-    besides split.group_by, `group` and the run's evaluation.group_by. Writes into `out_dir` (default
+    besides split.group_by, `group` and the run's evaluation.group_by. overrides: `data.*` keys for
+    reading `data` (a CSV: applied to the run's data settings, e.g. data.columns.label=kind; a config:
+    applied to it); the audio settings stay the run's. Writes into `out_dir` (default
     runs/<name>/eval/<time>/) what training's evaluation writes; returns metrics.json's content.
     The best checkpoint is read (without running code from it, unless `trust_checkpoint`) before any data.
     """
+    from earmark.config import apply_overrides
     from earmark.data.prepared import decode_listed, prepare_data
     from earmark.data.splits import load_splits
     from earmark.predict.torch_predictor import Predictor
 
+    overrides = _data_overrides(overrides, data)
     run = RunDir(run)
     run_dir, config, labels = run.path, run.load_config(), run.labels()
     predictor = Predictor.from_run(run_dir, trust_checkpoint=trust_checkpoint)
@@ -211,15 +238,13 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
         items = load_splits(run.splits)
         items = items[items["split"] == "test"]
     elif str(data).lower().endswith((".yaml", ".yml")):
-        other = load_config(data)
-        other = other.model_copy(update={"data": other.data.model_copy(update=config.data.audio_key())})
-        prepared = prepare_data(other, progress=True)
+        prepared = prepare_data(_keep_audio(load_config(data, overrides), config, overrides), progress=True)
         items = prepared.items[prepared.items["split"] == "test"]
     else:
-        csv_data = config.data.model_copy(update={"source": "csv", "path": Path(data)})
         from earmark.data.sources import load_table
 
-        items = load_table(csv_data, min_classes=1)
+        listed = config.model_copy(update={"data": config.data.model_copy(update={"source": "csv", "path": Path(data)})})
+        items = load_table(_keep_audio(apply_overrides(listed, overrides), config, overrides).data, min_classes=1)
     test_items, cache = decode_listed(items, config.data, progress=True)
     unknown = sorted(set(test_items["label"].astype(str)) - set(labels))
     if unknown:
