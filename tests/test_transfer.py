@@ -126,3 +126,22 @@ def test_embed_from_the_command_line(probe_runs, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "36 clips × 1024 dimensions (0 embedded now" in done.stdout
     assert np.load(out).shape == (36, 1024)
+
+
+def test_fine_tuning_trains_the_backbone_through_lightning_top_block_first(tmp_path):
+    import torch
+
+    from earmark.models.aisfx import WEIGHTS_PATH
+
+    result = api.train(load_config(overrides=probe_overrides(
+        tmp_path, "ft", "model.params.freeze=false", "train.max_epochs=1", "train.batch_size=8",
+        "model.params.unfreeze_epochs=[0,0,1,1]")))  # epoch 0: the top two conv blocks and the head learn
+    assert "probe" not in result.metrics and result.metrics["epochs"] >= 0
+    state = torch.load(result.run_dir / "checkpoints" / "best.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    from safetensors.torch import load_file
+
+    bundled = load_file(str(WEIGHTS_PATH))
+    prefix = "model.embedder.net."
+    assert not torch.equal(state[prefix + "conv_block4.conv2.weight"], bundled["conv_block4.conv2.weight"])
+    assert torch.equal(state[prefix + "conv_block1.conv1.weight"], bundled["conv_block1.conv1.weight"])

@@ -1,0 +1,167 @@
+"""From-scratch vs pretrained probe vs fine-tune, side by side in one run: accuracy and wall time.
+
+    python benchmarks/transfer.py [--parts sample,fsdd,mridangam,fewshot,export] [--keep DIR]
+                                  [--scratch-epochs 15] [--finetune-epochs 5]
+
+- sample:    the bundled demo (speaker-held-out split): simple_cnn from zero (library defaults), the aisfx
+             probe (linear and MLP heads) and aisfx fine-tuned end to end.
+- fsdd:      FSDD 6-fold speaker-grouped CV with the aisfx probe, then the same CV again (all embeddings
+             cached). The from-scratch reference is the README's measured speaker_robust CV (0.922 ± 0.056,
+             ~95 min); `benchmarks/fsdd_cv.py` re-runs it.
+- mridangam: tonic-grouped 6-fold CV (each fold holds one tonic out), probe vs simple_cnn from zero.
+- fewshot:   5 and 20 training clips per class from five tonics, tested on the sixth (D#), probe vs scratch.
+- export:    the sample's probe exported to ONNX: parity and p50 latency per 1-s clip on one thread.
+
+Prints one line per result and writes benchmarks/results/transfer.json. Figures depend on the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from earmark import api
+from earmark.config import load_config
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+RESULTS = Path(__file__).resolve().parent / "results" / "transfer.json"
+PROBE = ["model.name=aisfx"]
+PROBE_MLP = ["model.name=aisfx", "model.params.head=mlp"]
+
+
+def finetune(epochs: int) -> list[str]:
+    return ["model.name=aisfx", "model.params.freeze=false", f"train.max_epochs={epochs}", "train.lr=0.0003",
+            "model.params.unfreeze_epochs=[0,1,2,3]"]
+
+
+def scratch(epochs: int) -> list[str]:
+    return [f"train.max_epochs={epochs}"]
+
+
+def run(name: str, overrides: list[str], results: dict) -> dict:
+    started = time.perf_counter()
+    result = api.train(load_config(overrides=overrides))
+    row = {"accuracy": result.metrics["accuracy"], "wall_s": round(time.perf_counter() - started, 1),
+           "fit_s": round(result.fit_seconds, 1), "run_dir": str(result.run_dir)}
+    if "probe" in result.metrics:
+        row["embedded_now"] = result.metrics["probe"]["embedded_now"]
+        row["embed_s"] = result.metrics["probe"]["embed_seconds"]
+    results[name] = row
+    print(f"{name:<34} accuracy {row['accuracy']:.4f}  wall {row['wall_s']:>7.1f} s  {row.get('embedded_now', '')}",
+          flush=True)
+    return row
+
+
+def cv(name: str, overrides: list[str], group_by: str, results: dict) -> dict:
+    started = time.perf_counter()
+    result = api.cv(load_config(overrides=overrides), folds=6, group_by=group_by)
+    summary = result.summary
+    row = {"mean": summary["accuracy"]["mean"], "std": summary["accuracy"]["std"],
+           "wall_s": round(time.perf_counter() - started, 1)}
+    results[name] = row
+    print(f"{name:<34} accuracy {row['mean']:.4f} ± {row['std']:.4f}  wall {row['wall_s']:>7.1f} s", flush=True)
+    return row
+
+
+def base(workspace: Path, name: str) -> list[str]:
+    return [f"workspace={workspace}", f"data.cache_dir={workspace}/cache", f"runs_dir={workspace}/runs", f"name={name}",
+            "train.progress=false"]
+
+
+def part_sample(workspace: Path, args, results: dict) -> None:
+    run("sample: scratch simple_cnn", base(workspace, "s-scratch"), results)
+    run("sample: probe linear", base(workspace, "s-probe") + PROBE, results)
+    run("sample: probe mlp (cached)", base(workspace, "s-mlp") + PROBE_MLP, results)
+    run(f"sample: fine-tune {args.finetune_epochs} ep", base(workspace, "s-ft") + finetune(args.finetune_epochs),
+        results)
+
+
+def part_fsdd(workspace: Path, args, results: dict) -> None:
+    fsdd = ["data.source=fsdd", f"data.path={SHARED / 'fsdd'}"]
+    cv("fsdd 6-fold: probe (embeds 3,000 clips)", base(workspace, "f-probe") + fsdd + PROBE, "speaker", results)
+    cv("fsdd 6-fold: probe (cached)", base(workspace, "f-probe2") + fsdd + PROBE, "speaker", results)
+
+
+def mridangam_data() -> list[str]:
+    return ["data.source=csv", f"data.path={SHARED / 'mridangam' / 'metadata.csv'}", "data.duration_s=1.0"]
+
+
+def part_mridangam(workspace: Path, args, results: dict) -> None:
+    data = mridangam_data()
+    cv("mridangam 6-fold tonic: probe", base(workspace, "m-probe") + data + PROBE, "tonic", results)
+    cv("mridangam 6-fold tonic: scratch", base(workspace, "m-scratch") + data + scratch(args.scratch_epochs),
+       "tonic", results)
+
+
+def part_fewshot(workspace: Path, args, results: dict) -> None:
+    table = pd.read_csv(SHARED / "mridangam" / "metadata.csv")
+    table["path"] = [str(SHARED / "mridangam" / p) for p in table["path"]]
+    rng = np.random.default_rng(0)
+    for shots in (5, 20):
+        train = table[table["tonic"] != "D#"].groupby("label", group_keys=False).apply(
+            lambda g, n=shots: g.sample(n, random_state=int(rng.integers(1 << 30))))
+        test = table[table["tonic"] == "D#"]
+        subset = pd.concat([train.assign(split="train"), test.assign(split="test")])
+        csv = workspace / f"fewshot-{shots}.csv"
+        subset.to_csv(csv, index=False)
+        data = ["data.source=csv", f"data.path={csv}", "data.duration_s=1.0", "split.val_fraction=0"]
+        run(f"mridangam {shots}-shot: probe", base(workspace, f"fs{shots}-probe") + data + PROBE, results)
+        run(f"mridangam {shots}-shot: scratch", base(workspace, f"fs{shots}-scratch") + data +
+            scratch(args.scratch_epochs), results)
+
+
+def part_export(workspace: Path, args, results: dict) -> None:
+    from earmark.predict.onnx_predictor import OnnxPredictor
+
+    run_dir = results.get("sample: probe linear", {}).get("run_dir")
+    if run_dir is None:
+        run_dir = run("sample: probe linear", base(workspace, "s-probe") + PROBE, results)["run_dir"]
+    exported = api.export(run_dir, Path(run_dir) / "export", log=lambda text: None)
+    predictor = OnnxPredictor(exported.model_path, threads=1)
+    clip = np.random.default_rng(0).standard_normal((1, 44100)).astype(np.float32) * 0.1
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        predictor.predict_waves(clip)
+        times.append((time.perf_counter() - started) * 1000)
+    fp32 = exported.parity["fp32"]
+    results["export probe"] = {"p50_ms": round(float(np.median(times[5:])), 2), "max_abs_prob_diff":
+                               fp32["max_abs_prob_diff"], "top1_agreement": fp32["top1_agreement"]}
+    print(f"{'export probe (1 thread, 1-s clip)':<34} p50 {results['export probe']['p50_ms']} ms, parity "
+          f"max |Δp| {fp32['max_abs_prob_diff']:.2e}, top-1 agreement {fp32['top1_agreement']}", flush=True)
+
+
+PARTS = {"sample": part_sample, "fsdd": part_fsdd, "mridangam": part_mridangam, "fewshot": part_fewshot,
+         "export": part_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="sample,export,fsdd,fewshot,mridangam")
+    parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--scratch-epochs", type=int, default=15)
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        workspace = args.keep or Path(scratch_dir)
+        workspace.mkdir(parents=True, exist_ok=True)
+        for part in args.parts.split(","):
+            PARTS[part](workspace, args, results)
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
