@@ -66,6 +66,13 @@ def test_evaluate_reproduces_the_test_metrics(trained, tmp_path):
     metrics = api.evaluate(result.run_dir, out_dir=tmp_path / "eval")
     assert metrics["accuracy"] == pytest.approx(result.metrics["accuracy"])
     assert (tmp_path / "eval" / "confusion.png").is_file()
+    import pandas as pd
+
+    trained_rows = pd.read_csv(result.run_dir / "predictions.csv").sort_values("path").reset_index(drop=True)
+    again = pd.read_csv(tmp_path / "eval" / "predictions.csv").sort_values("path").reset_index(drop=True)
+    columns = [c for c in trained_rows if c.startswith("p_")]
+    assert list(again["path"]) == list(trained_rows["path"]) and columns
+    np.testing.assert_allclose(again[columns].to_numpy(), trained_rows[columns].to_numpy(), atol=1e-5)
 
 
 def test_predict_files_folders_and_chunked_timelines(trained, tmp_path):

@@ -313,7 +313,7 @@ def test_an_exported_onnx_model_is_served_like_its_run(run_dir, client, tmp_path
     torch_served = client.post("/predict", files=audio).json()
     assert health["backend"] == "onnx" and health["n_labels"] == 3
     assert served["label"] == torch_served["label"]
-    assert served["probability"] == pytest.approx(torch_served["probability"], abs=1e-3)
+    assert served["probability"] == pytest.approx(torch_served["probability"], abs=1e-4)  # the export's parity bound
 
 
 def test_a_real_server_process_answers_concurrent_clients_without_errors(run_dir):
