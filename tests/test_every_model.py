@@ -42,6 +42,11 @@ TINY_PARAMS: dict[str, dict] = {
                  "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4]},
     "personalized": {"base_params": {"width": 4}},
     "aisfx": {"head": "linear"},  # a fixed pretrained network (4.7 M): only the head is small
+    "hf_audio": {"hf_config": {"model_type": "wav2vec2", "hidden_size": 16, "num_hidden_layers": 1,  # no download:
+                               "num_attention_heads": 2, "intermediate_size": 32,  # built from its config
+                               "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4],
+                               "num_feat_extract_layers": 2}},
+    "panns_cnn14": {"width_div": 16},
 }
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.
