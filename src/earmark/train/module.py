@@ -14,7 +14,7 @@ from earmark.config import AugmentConfig, ModelConfig, TrainConfig
 from earmark.contract import InputContract
 from earmark.errors import EarmarkError
 from earmark.train.losses import ClassificationLoss
-from earmark.train.network import build_network
+from earmark.train.network import ClassifierSurface, build_network
 from earmark.train.optim import build_optimizer, build_scheduler
 
 STAGES = ("train", "val", "test")
@@ -63,7 +63,7 @@ class EpochMetrics:
                 "macro_f1": f1[present].mean().float()}
 
 
-class AudioClassifier(L.LightningModule):
+class AudioClassifier(ClassifierSurface, L.LightningModule):
     """Front-end + model. forward: waves (B, n_samples) → logits (B, n_classes).
 
     Every constructor argument is a plain dict/str/list saved in the checkpoint's hyper-parameters,
@@ -109,22 +109,9 @@ class AudioClassifier(L.LightningModule):
         return cls(contract.to_dict(), model.name, dict(model.params), train.model_dump(), augment.model_dump(), seed,
                    class_weights, monitor, groups=groups)
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.contract.labels
-
-    def features(self, waves: torch.Tensor) -> torch.Tensor:
-        """Clean features: waves (B, n_samples) → (B, C, n_bins, frames) or (B, C, T); C = 2 when stacking."""
-        features = self.frontend(waves)
-        return torch.cat([features, features], dim=1) if self.stack_views else features
-
     def forward(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """waves (B, n_samples), groups (B,) int64 ids or None → logits (B, n_classes)."""
         return self._run_model(self.features(waves), groups)
-
-    def predict_probabilities(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        """waves (B, n_samples) → calibrated probabilities (B, n_classes): softmax(logits / temperature_)."""
-        return torch.softmax(self(waves, groups).float() / self.temperature_, dim=1)
 
     def configure_model(self) -> None:
         """Training-speed settings, applied by the Trainer only (a model loaded to predict stays eager)."""

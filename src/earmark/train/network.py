@@ -43,7 +43,25 @@ def build_network(contract: InputContract, model_name: str, model_params: dict[s
     return frontend, model, features.stack_augmented, uses_groups
 
 
-class InferenceClassifier(nn.Module):
+class ClassifierSurface:
+    """What a trained classifier shows a predictor, the same whether Lightning trains it or not: its labels,
+    its clean features and its calibrated probabilities (needs contract, frontend, stack_views, temperature_)."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        """waves (B, n_samples) → (B, C, n_bins, frames) or (B, C, T); C = 2 when stacking views."""
+        features = self.frontend(waves)
+        return torch.cat([features, features], dim=1) if self.stack_views else features
+
+    def predict_probabilities(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """waves (B, n_samples) → calibrated probabilities (B, n_classes): softmax(logits / temperature_)."""
+        return torch.softmax(self(waves, groups).float() / self.temperature_, dim=1)
+
+
+class InferenceClassifier(ClassifierSurface, nn.Module):
     """Front-end + model + the calibration fitted after training; what a predictor runs.
 
     forward: waves (B, n_samples), groups (B,) int64 or None → logits (B, n_classes).
@@ -78,19 +96,7 @@ class InferenceClassifier(nn.Module):
             raise EarmarkError(f"{path} is a damaged earmark checkpoint: {str(exc).splitlines()[0][:300]}") from None
         return module.eval().to(map_location)
 
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.contract.labels
-
-    def features(self, waves: torch.Tensor) -> torch.Tensor:
-        """waves (B, n_samples) → (B, C, n_bins, frames) or (B, C, T); C = 2 when stacking views."""
-        features = self.frontend(waves)
-        return torch.cat([features, features], dim=1) if self.stack_views else features
 
     def forward(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         features = self.features(waves)
         return self.model(features) if groups is None else self.model(features, groups)
-
-    def predict_probabilities(self, waves: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
-        """waves (B, n_samples) → calibrated probabilities (B, n_classes): softmax(logits / temperature_)."""
-        return torch.softmax(self(waves, groups).float() / self.temperature_, dim=1)
