@@ -242,3 +242,27 @@ def test_export_from_the_command_line(tmp_path_factory, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "earmark", "export", str(tmp_path / "no-such-run")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "error: run not found" in bad.stderr
+
+
+@pytest.mark.parametrize("drop, kept", [(0.015, True), (0.03, False)])
+def test_the_int8_gate_at_its_default_budget_keeps_a_small_loss_and_refuses_a_larger_one(
+        drop, kept, tmp_path_factory, tmp_path, monkeypatch):
+    import earmark.export.onnx
+
+    calls = []
+
+    def accuracy_with_an_int8_loss(probabilities, targets):  # fp32 first, then int8, as _export_int8 asks
+        calls.append(probabilities)
+        return 0.9 if len(calls) % 2 else 0.9 - drop
+
+    monkeypatch.setattr(earmark.export.onnx, "accuracy", accuracy_with_an_int8_loss)
+    assert earmark.export.onnx.DEFAULT_MAX_INT8_DROP == 2.0  # what `earmark export --int8` uses unless told
+    run = trained_run(tmp_path_factory)
+    if kept:
+        result = api.export(run, tmp_path, int8="dynamic", log=silent)
+        assert result.int8_path.is_file()
+    else:
+        with pytest.raises(EarmarkError, match=r"3\.00 points, above the limit of 2"):
+            api.export(run, tmp_path, int8="dynamic", log=silent)
+        assert not (tmp_path / "model.int8.onnx").exists()
+    assert json.loads((tmp_path / "parity.json").read_text())["int8"]["passed"] is kept
