@@ -106,8 +106,7 @@ def part_fewshot(workspace: Path, args, results: dict) -> None:
     table["path"] = [str(SHARED / "mridangam" / p) for p in table["path"]]
     rng = np.random.default_rng(0)
     for shots in (5, 20):
-        train = table[table["tonic"] != "D#"].groupby("label", group_keys=False).apply(
-            lambda g, n=shots: g.sample(n, random_state=int(rng.integers(1 << 30))))
+        train = table[table["tonic"] != "D#"].groupby("label").sample(n=shots, random_state=int(rng.integers(1 << 30)))
         test = table[table["tonic"] == "D#"]
         subset = pd.concat([train.assign(split="train"), test.assign(split="test")])
         csv = workspace / f"fewshot-{shots}.csv"

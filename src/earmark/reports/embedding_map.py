@@ -11,6 +11,7 @@ from earmark.reports.plots import pyplot, save_figure
 
 EMBEDDING_MAP_PNG = "embedding_map.png"
 MAX_LEGEND_LABELS = 20
+PCA_DIMS, TSNE_ITERATIONS, TSNE_ANGLE = 50, 300, 0.7  # a map to look at, in seconds, not minutes
 
 
 def map_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -21,7 +22,10 @@ def map_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     x = (vectors - vectors.mean(axis=0)) / np.maximum(vectors.std(axis=0), 1e-6)
     if len(x) < 5:
         return PCA(n_components=min(2, len(x)), random_state=seed).fit_transform(x).reshape(len(x), -1)[:, :2]
-    return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
+    if x.shape[1] > PCA_DIMS and len(x) > PCA_DIMS:  # t-SNE's neighbours on 50 principal components, as usual
+        x = PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(x)
+    return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", max_iter=TSNE_ITERATIONS, angle=TSNE_ANGLE,
+                random_state=seed).fit_transform(x)
 
 
 def plot_embedding_map(vectors: np.ndarray, true: Sequence[str], predicted: Sequence[str], path: Path,

@@ -48,7 +48,9 @@ class RunPlan:
 
 def with_model_requirements(config: Config) -> Config:
     """A pretrained backbone takes raw audio at its own rate: `features.kind` and `data.sample_rate_hz` follow
-    it where the config leaves them at their defaults; a different explicit choice is an error."""
+    it where the config leaves them at their defaults (a different explicit choice is an error), and nothing
+    standardises the waveform in front of it (`features.normalize=false`), so the embeddings cached from the
+    decoded audio are exactly what the saved model computes."""
     from earmark.config import DataConfig, FeaturesConfig
     from earmark.errors import EarmarkError
     from earmark.models.registry import MODELS
@@ -62,8 +64,13 @@ def with_model_requirements(config: Config) -> Config:
             raise EarmarkError(f"model '{entry.name}' takes audio at {entry.sample_rate_hz} Hz; set "
                                f"data.sample_rate_hz={entry.sample_rate_hz} (or leave it unset)")
         updates["data"] = config.data.model_copy(update={"sample_rate_hz": entry.sample_rate_hz})
+    features = {}
     if config.features.kind != "waveform" and config.features.kind == FeaturesConfig.model_fields["kind"].default:
-        updates["features"] = config.features.model_copy(update={"kind": "waveform"})
+        features["kind"] = "waveform"
+    if config.features.normalize:  # the backbone was trained on raw audio: no standardisation in front of it
+        features["normalize"] = False
+    if features:
+        updates["features"] = config.features.model_copy(update=features)
     return config.model_copy(update=updates) if updates else config
 
 
