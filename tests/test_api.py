@@ -106,6 +106,7 @@ def test_second_prepare_decodes_nothing_and_inspect_draws(trained, tmp_path, mon
     from earmark.data.cache import DecodedCache
 
     _, config, _ = trained
+    api.prepare(config, progress=False)  # whatever other tests did to the shared workspace, this one decodes
     reports = []
     real_write = DecodedCache.write_bad_files
     monkeypatch.setattr(DecodedCache, "write_bad_files", lambda self, path: reports.append(path) or real_write(self, path))
