@@ -35,7 +35,10 @@ def read_scalars(folder: Path) -> dict[str, tuple[list[int], list[float]]]:
     for tag in accumulator.Tags().get("scalars", []):
         if tag in SKIPPED_TAGS:
             continue
-        by_step = {int(event.step): float(event.value) for event in accumulator.Scalars(tag)}
+        # the latest write wins: event files sort by whole seconds and a counter, so two written within a second
+        # (a quick resume) can be read out of order; each event's wall_time cannot
+        events = sorted(accumulator.Scalars(tag), key=lambda event: event.wall_time)
+        by_step = {int(event.step): float(event.value) for event in events}
         steps = sorted(by_step)
         scalars[tag] = (steps, [by_step[step] for step in steps])
     return scalars
