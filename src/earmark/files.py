@@ -6,6 +6,7 @@ system), is flushed to disk, then `os.replace`d over the target in one step.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -92,3 +93,12 @@ def mark_generated(folder: str | os.PathLike) -> Path:
 
 def is_generated(folder: str | os.PathLike) -> bool:
     return (Path(folder) / GENERATED_MARKER).is_file()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The file's sha256 as hex, read in 1 MiB blocks (weights files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

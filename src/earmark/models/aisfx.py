@@ -13,7 +13,6 @@ converted from the `aisfx` 0.1.2 wheel by `tools/convert_aisfx.py` (see `pretrai
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earmark.errors import EarmarkError
+from earmark.files import sha256_of
 from earmark.models.aisfx_frontend import AisfxFrontEnd
 
 WEIGHTS_PATH = Path(__file__).parent / "pretrained" / "aisfx.safetensors"
@@ -102,14 +102,6 @@ class AisfxEmbedder(nn.Module):
         """(B, samples) -> (B, 1024)."""
         blocks = self.block_embeddings(wave)  # (B, n_blocks, 512)
         return torch.cat([blocks.mean(dim=1), blocks.amax(dim=1)], dim=1)  # (B, 1024)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_aisfx_weights(module: nn.Module, path: Optional[str | Path] = None,

@@ -108,7 +108,8 @@ def aisfx(n_classes: int, input_shape: tuple[int, ...], head: str = "linear", hi
     """`weights_path`: a safetensors file of AisfxNet (e.g. fine-tuned elsewhere); default the bundled weights.
     `peak_normalize`: scale each clip to a peak of 1 first (level-invariant); false keeps the clip's level,
     as the features the network was trained on did."""
-    from earmark.models.aisfx import AISFX_SHA256, CLIP_EMBEDDING_DIM, AisfxEmbedder, load_aisfx_weights, sha256_of
+    from earmark.files import sha256_of
+    from earmark.models.aisfx import AISFX_SHA256, CLIP_EMBEDDING_DIM, AisfxEmbedder, load_aisfx_weights
 
     embedder = AisfxEmbedder(peak_normalize=peak_normalize)
     load_aisfx_weights(embedder, weights_path)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earmark.errors import EarmarkError
+from earmark.files import sha256_of
 from earmark.models.embedding import EmbeddingClassifier
 from earmark.models.registry import register_model
 
@@ -88,21 +89,8 @@ class WhisperEmbedder(nn.Module):
 
 def _weights_digest(source: str, is_local: bool) -> str:
     """A short hash naming these weights in the embedding cache: the local weight files' bytes, or the hub id."""
-    digest = hashlib.sha256(source.encode())
-    if is_local:
-        for path in sorted(Path(source).glob("*.safetensors")) + sorted(Path(source).glob("*.bin")):
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
+    files = sorted(Path(source).glob("*.safetensors")) + sorted(Path(source).glob("*.bin")) if is_local else []
+    return hashlib.sha256("\n".join([source, *map(sha256_of, files)]).encode()).hexdigest()[:12]
 
 
 def load_hf_encoder(model_name_or_path: str, hf_config: Optional[dict]):
@@ -190,8 +178,7 @@ def panns_cnn14(n_classes: int, input_shape: tuple[int, ...], checkpoint_path: O
             raise EarmarkError(f"model.params.checkpoint_path={path} does not exist; download Cnn14_mAP=0.431.pth "
                                f"(zenodo.org/record/3987831) on a machine with internet and copy it here")
         load_panns_checkpoint(cnn14, path, trust=trust_checkpoint)
-        digest = _weights_digest(str(path.parent), True) if path.suffix in (".safetensors", ".bin") else \
-            _file_digest(path)
+        digest = sha256_of(path)[:12]
     elif width_div == 1 and not architecture_only:
         raise EarmarkError("panns_cnn14 needs model.params.checkpoint_path=<Cnn14_mAP=0.431.pth> (PANNs' AudioSet "
                            "weights, zenodo.org/record/3987831); nothing is downloaded")
