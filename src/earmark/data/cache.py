@@ -28,15 +28,15 @@ import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from earmark.config import DataConfig
+from earmark.console import progress_bar
 from earmark.data.audio import AudioError, clip_samples, extension, load_segments
 from earmark.data.cache_index import (
     INDEX_COLUMNS,
@@ -224,7 +224,7 @@ def _decode_into(folder, index, stale, data, n_samples, workers, progress, lock_
             results = _run_tasks(list(stale), decode_batch, (data,), workers,
                                  lambda path, reason: (path, None, {}, reason), POOL_MIN_WORK_S, pool_args)
         waves.seek(rows * row_bytes)
-        with _progress_bar(progress, len(stale)) as advance:
+        with progress_bar(progress, len(stale), "decoding audio") as advance:
             for result, cacheable in results:
                 if one_clip:
                     path, n_rows, info, reason = result
@@ -334,15 +334,3 @@ def _segment_table(ok_files: pd.DataFrame, data: DataConfig, hop_samples: int) -
         "end_s": np.minimum(start_s + data.duration_s, duration_s),
     }, columns=SEGMENT_COLUMNS)
 
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """Yield an `advance()` callable: one step per file, drawn as a rich bar when enabled."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("decoding audio"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task("decoding", total=total)
-        yield lambda: bar.advance(task)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from earmark.console import progress_bar
+
 EMBEDDINGS_DIR = "embeddings"
 
 
@@ -52,10 +54,12 @@ def cached_embeddings(model, waves: np.ndarray, rows: np.ndarray, cache_dir: Pat
     import torch
 
     vectors, filled = load_vectors(cache_dir, model.backbone_id, len(waves), model.embedding_dim)
-    missing = np.unique(np.asarray(rows, dtype=np.int64)[~filled[np.asarray(rows, dtype=np.int64)]])
+    rows = np.asarray(rows, dtype=np.int64)
+    missing = np.unique(rows[~filled[rows]])
     if len(missing):
         embedder = model.embedder.eval().to(device)
-        with _progress(progress, len(missing), model.backbone_id) as advance, torch.inference_mode():
+        with progress_bar(progress, len(missing), f"embedding with {model.backbone_id}") as advance, \
+                torch.inference_mode():
             for start in range(0, len(missing), batch_size):
                 batch = missing[start:start + batch_size]
                 clips = torch.from_numpy(np.asarray(waves[batch], dtype=np.float32)).to(device)
@@ -67,23 +71,3 @@ def cached_embeddings(model, waves: np.ndarray, rows: np.ndarray, cache_dir: Pat
         _save(filled_path, filled)
     return vectors, len(missing)
 
-
-class _progress:
-    """A rich progress bar over clips (nothing when `enabled` is False)."""
-
-    def __init__(self, enabled: bool, total: int, name: str) -> None:
-        self.enabled, self.total, self.name = enabled, total, name
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=False)
-        self.bar.start()
-        task = self.bar.add_task(f"embedding {self.total} clips with {self.name}", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.bar.stop()
