@@ -259,6 +259,24 @@ def create_app_for(model: str | Path, limits: ServeLimits, threads: Optional[int
                       model_path=str(model))
 
 
+def create_app_from_options(model: str | Path, *, max_upload_mb: float = 20.0, max_duration_s: float = 600.0,
+                            request_timeout_s: float = 30.0, threads: Optional[int] = None,
+                            trust_checkpoint: bool = False):
+    """`earmark.api.create_app`: the app serving `model`, its limits given in the CLI's units."""
+    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s)
+    return create_app_for(model, limits, threads, trust_checkpoint)
+
+
+def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
+          max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: Optional[int] = None,
+          log_level: str = "info", trust_checkpoint: bool = False, max_samples: int = 57_600_000,
+          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0) -> None:
+    """`earmark.api.serve`: serve `model` with uvicorn until interrupted, its limits given in the CLI's units."""
+    limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s, max_samples=max_samples,
+                                      upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s)
+    run_server(model, host, port, limits, threads=threads, log_level=log_level, trust_checkpoint=trust_checkpoint)
+
+
 def check_port_free(host: str, port: int) -> None:
     import socket
 

@@ -22,11 +22,11 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 
-from earmark.config import Config, load_config
+from earmark.config import Config, load_config, resumable_config
 from earmark.config_diff import config_changes, describe_changes
 from earmark.data.labels import natural_key
 from earmark.errors import EarmarkError
@@ -67,6 +67,14 @@ def make_plan(config: Config, folds: Optional[int] = None, group_by: Optional[st
     return CVPlan(folds=folds if folds is not None or fold_column else DEFAULT_FOLDS,
                   group_by=group_by or config.split.group_by, fold_column=fold_column,
                   seed=config.seed if seed is None else seed)
+
+
+def cv(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, folds: Optional[int] = None,
+       group_by: Optional[str] = None, fold_column: Optional[str] = None, seed: Optional[int] = None,
+       resume: str | Path | None = None, strict: bool = False, log: Optional[Callable[[str], None]] = None) -> CVResult:
+    """`earmark.api.cv`: `cross_validate` of a config given as an object, a YAML path or overrides alone."""
+    return cross_validate(resumable_config(config, overrides, resume), folds=folds, group_by=group_by,
+                          fold_column=fold_column, seed=seed, resume=resume, strict=strict, log=log)
 
 
 def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, group_by: Optional[str] = None,

@@ -7,12 +7,12 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pandas as pd
 import yaml
 
-from earmark.config import Config, load_config
+from earmark.config import Config, load_config, resumable_config
 from earmark.config_diff import config_changes, describe_changes
 from earmark.errors import EarmarkError
 from earmark.rundir import new_output_dir
@@ -42,6 +42,16 @@ class TuneResult:
     best_run_dir: Path
     trials: pd.DataFrame  # what trials.csv holds
     summary: dict[str, Any]
+
+
+def tune(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, space: str | Path | None = None,
+         trials: int = 20, seed: Optional[int] = None, timeout_s: Optional[float] = None,
+         resume: str | Path | None = None, pruner: Any = "median", startup_trials: int = 5, keep: str = "all",
+         evaluate_trials: bool = False, log: Optional[Callable[[str], None]] = None) -> TuneResult:
+    """`earmark.api.tune`: `run_study` of a config given as an object, a YAML path or overrides alone."""
+    return run_study(resumable_config(config, overrides, resume), space, trials=trials, seed=seed,
+                     timeout_s=timeout_s, resume=resume, pruner=pruner, startup_trials=startup_trials, keep=keep,
+                     evaluate_trials=evaluate_trials, log=log)
 
 
 def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, seed: Optional[int] = None,
