@@ -47,6 +47,13 @@ TINY_PARAMS: dict[str, dict] = {
                                "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4],
                                "num_feat_extract_layers": 2}},
     "panns_cnn14": {"width_div": 16},
+    "clap_audio": {"hf_config": {"model_type": "clap", "projection_dim": 8,  # text tower built, unused
+                                 "text_config": {"vocab_size": 100, "hidden_size": 16, "num_hidden_layers": 1,
+                                                 "num_attention_heads": 2, "intermediate_size": 32,
+                                                 "max_position_embeddings": 40},
+                                 "audio_config": {"patch_embeds_hidden_size": 8, "depths": [1, 1],
+                                                  "num_attention_heads": [1, 2], "hidden_size": 16,
+                                                  "window_size": 8}}},
 }
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.
