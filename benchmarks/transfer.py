@@ -10,9 +10,11 @@
              ~95 min); `benchmarks/fsdd_cv.py` re-runs it.
 - mridangam: tonic-grouped 6-fold CV (each fold holds one tonic out), probe vs simple_cnn from zero.
 - fewshot:   5 and 20 training clips per class from five tonics, tested on the sixth (D#), probe vs scratch.
-- export:    the sample's probe exported to ONNX: parity and p50 latency per 1-s clip on one thread.
+- export:    the sample's probe exported to ONNX: parity and p50 latency per 1-s clip on one thread, for FP32
+             and for INT8 (dynamic and static), with the INT8 models' test accuracy against FP32's.
 
-Prints one line per result and writes benchmarks/results/transfer.json. Figures depend on the machine's load.
+Prints one line per result and updates benchmarks/results/transfer.json (rows of parts not run are kept).
+Figures depend on the machine's load.
 """
 
 from __future__ import annotations
@@ -118,24 +120,38 @@ def part_fewshot(workspace: Path, args, results: dict) -> None:
 
 
 def part_export(workspace: Path, args, results: dict) -> None:
-    from earmark.predict.onnx_predictor import OnnxPredictor
-
     run_dir = results.get("sample: probe linear", {}).get("run_dir")
-    if run_dir is None:
+    if run_dir is None or not Path(run_dir).is_dir():  # a row kept from an earlier invocation whose run is gone
         run_dir = run("sample: probe linear", base(workspace, "s-probe") + PROBE, results)["run_dir"]
     exported = api.export(run_dir, Path(run_dir) / "export", log=lambda text: None)
-    predictor = OnnxPredictor(exported.model_path, threads=1)
+    fp32 = exported.parity["fp32"]
+    results["export probe"] = {"p50_ms": p50_ms(exported.model_path), "max_abs_prob_diff": fp32["max_abs_prob_diff"],
+                               "top1_agreement": fp32["top1_agreement"]}
+    print(f"{'export probe (1 thread, 1-s clip)':<34} p50 {results['export probe']['p50_ms']} ms, parity "
+          f"max |Δp| {fp32['max_abs_prob_diff']:.2e}, top-1 agreement {fp32['top1_agreement']}", flush=True)
+    for mode in ("dynamic", "static"):
+        int8 = api.export(run_dir, Path(run_dir) / f"export-{mode}", int8=mode, force=True, log=lambda text: None)
+        figures = int8.parity["int8"]
+        row = {"p50_ms": p50_ms(int8.int8_path), "size_mb": figures["size_mb"],
+               "fp32_accuracy": figures["fp32_accuracy"], "int8_accuracy": figures["int8_accuracy"],
+               "max_abs_prob_diff": figures["max_abs_prob_diff"], "top1_agreement": figures["top1_agreement"]}
+        results[f"export probe int8 {mode}"] = row
+        print(f"{'export probe int8 ' + mode:<34} p50 {row['p50_ms']} ms, accuracy {row['fp32_accuracy']:.4f} → "
+              f"{row['int8_accuracy']:.4f}, top-1 agreement {row['top1_agreement']}, {row['size_mb']} MB", flush=True)
+
+
+def p50_ms(model_path: Path) -> float:
+    """Median wall time of one 1-s clip through an exported model on one thread (30 runs, 5 warm-up)."""
+    from earmark.predict.onnx_predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(model_path, threads=1)
     clip = np.random.default_rng(0).standard_normal((1, 44100)).astype(np.float32) * 0.1
     times = []
     for _ in range(30):
         started = time.perf_counter()
         predictor.predict_waves(clip)
         times.append((time.perf_counter() - started) * 1000)
-    fp32 = exported.parity["fp32"]
-    results["export probe"] = {"p50_ms": round(float(np.median(times[5:])), 2), "max_abs_prob_diff":
-                               fp32["max_abs_prob_diff"], "top1_agreement": fp32["top1_agreement"]}
-    print(f"{'export probe (1 thread, 1-s clip)':<34} p50 {results['export probe']['p50_ms']} ms, parity "
-          f"max |Δp| {fp32['max_abs_prob_diff']:.2e}, top-1 agreement {fp32['top1_agreement']}", flush=True)
+    return round(float(np.median(times[5:])), 2)
 
 
 PARTS = {"sample": part_sample, "fsdd": part_fsdd, "mridangam": part_mridangam, "fewshot": part_fewshot,
@@ -151,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    results: dict = {}
+    results: dict = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}  # parts not re-run are kept
     with tempfile.TemporaryDirectory() as scratch_dir:
         workspace = args.keep or Path(scratch_dir)
         workspace.mkdir(parents=True, exist_ok=True)

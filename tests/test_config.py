@@ -117,3 +117,15 @@ def test_typos_get_a_suggestion_and_errors_say_where_they_came_from(tmp_path: Pa
     assert str(path) not in str(error.value)
     path.write_text("data:\n  source: folder\n")  # the file is completed by an override
     assert load_config(path, [f"data.path={tmp_path}"]).data.path == tmp_path
+
+
+def test_a_data_path_without_a_source_is_read_not_ignored(tmp_path: Path):
+    """`earmark train data.path=my_clips/` once trained silently on the bundled demo (source defaulted to sample)."""
+    assert load_config(overrides=["data.path=my_clips/"]).data.source == "folder"
+    assert load_config(overrides=["data.path=lists/train.tsv"]).data.source == "csv"
+    assert load_config(overrides=["data.path=data/esc50", "data.source=esc50"]).data.source == "esc50"
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("data:\n  path: meta.csv\n")
+    assert load_config(config_file).data.source == "csv"
+    with pytest.raises(EarmarkError, match="bundled demo and reads no data.path"):
+        load_config(overrides=["data.source=sample", "data.path=my_clips/"])

@@ -18,6 +18,7 @@ from earmark.errors import EarmarkError
 from earmark.files import AUDIO_EXTENSIONS
 
 DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
+METADATA_SUFFIXES = (".csv", ".tsv", ".txt")
 ClipMode = Literal["pad", "crop", "chunk"]
 FeatureKind = Literal["log_mel", "mfcc", "waveform"]
 
@@ -57,6 +58,12 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":
+        if self.path is not None and self.source == "sample":
+            if "source" in self.model_fields_set:
+                raise ValueError("data.source=sample is the bundled demo and reads no data.path; for your data set "
+                                 "data.source=folder (one sub-folder per class) or csv, or leave data.source out")
+            # data.path alone: a metadata table is a csv source, anything else a folder of class sub-folders
+            self.source = "csv" if self.path.suffix.lower() in METADATA_SUFFIXES else "folder"
         if self.source in ("folder", "csv", "esc50", "urbansound8k", "fsdd") and self.path is None:
             raise ValueError(f"data.path is required when data.source is '{self.source}'")
         return self

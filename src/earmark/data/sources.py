@@ -274,8 +274,10 @@ def _fsdd_from_names(recordings: Path) -> tuple[pd.DataFrame, SourceInfo]:
             continue
         take = int(match["take"])
         split = "test" if take < FSDD_TEST_TAKES else "train"
-        rows.append((os.path.abspath(entry.path), match["digit"], match["speaker"], np.nan, split, take))
-    table = pd.DataFrame(rows, columns=[*STANDARD_COLUMNS, "take"])
+        rows.append((os.path.abspath(entry.path), match["digit"], match["speaker"], np.nan, split, take,
+                     match["speaker"]))
+    # `speaker` too, as FSDD's own metadata.csv names it: `--group-by speaker` works for either layout
+    table = pd.DataFrame(rows, columns=[*STANDARD_COLUMNS, "take", "speaker"])
     for column in STANDARD_COLUMNS:
         table[column] = table[column].astype("str")
     info.columns = {"path": None, "label": "file name", "group": "file name", "fold": None, "split": "take"}
