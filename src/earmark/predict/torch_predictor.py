@@ -58,13 +58,13 @@ class Predictor(FilePredictor):
     def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best",
                  trust_checkpoint: bool = False) -> "Predictor":
         """The run's (or .ckpt's) model, read without running code from the file unless `trust_checkpoint`."""
+        path = find_checkpoint(Path(run), checkpoint)  # a wrong path fails before torch's import (2 s on a laptop)
         import torch
 
         from earmark.train.network import InferenceClassifier  # no Lightning: it takes seconds to import
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(InferenceClassifier.load(find_checkpoint(Path(run), checkpoint), map_location=device,
-                                            trust=trust_checkpoint), device)
+        return cls(InferenceClassifier.load(path, map_location=device, trust=trust_checkpoint), device)
 
     @property
     def uses_groups(self) -> bool:
