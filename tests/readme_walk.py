@@ -8,8 +8,9 @@ What the walk changes, and why, is written here and nowhere else:
 - REWRITES: literal text replaced (fewer trials, a real folder for `/data`).
 - every `earmark train|cv|tune` without `--resume` trains one epoch (`train.max_epochs=1` appended, replacing a
   README value): the walk checks that commands work, not how well a model learns.
-- `runs/<name>` is the newest run the walk has trained; in the personalization commands (`--group NAME`, a list
-  with a speaker column) the newest personalized run, elsewhere the newest other one.
+- `runs/<name>` is the newest run the walk has trained: in the personalization commands (`--group NAME`, a list
+  with a speaker column) the newest personalized run; in a command naming `speaker` the newest other run whose data
+  has speakers (the demo, FSDD); elsewhere the newest other run.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def rewrite(command: str, runs: dict[str, str | None]) -> str:
         command = command.replace(text, replacement)
     if "runs/<name>" in command:
         personal = "--group " in command or " list.csv" in command
-        run = runs["personalized" if personal else "other"]
+        run = runs["personalized" if personal else "speakers" if "speaker" in command else "other"]
         assert run, f"{command!r} names runs/<name> before the walk trained such a run"
         command = command.replace("runs/<name>", f"runs/{run}")
     if TRAINING.search(command) and "--resume" not in command:
@@ -155,12 +156,18 @@ def rewrite(command: str, runs: dict[str, str | None]) -> str:
 
 
 def newest_runs(project: Path) -> dict[str, str | None]:
-    """The newest trained run, personalized and other, by the time its checkpoints folder was written."""
-    newest: dict[str, str | None] = {"personalized": None, "other": None}
+    """The newest trained run (by its checkpoints folder's time): personalized, other, and other with a speaker
+    column (the bundled demo's or FSDD's data)."""
+    newest: dict[str, str | None] = {"personalized": None, "other": None, "speakers": None}
     runs = [p for p in (project / "runs").glob("*") if (p / "checkpoints").is_dir()]
     for run in sorted(runs, key=lambda p: (p / "checkpoints").stat().st_mtime):
         config = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
-        newest["personalized" if re.search(r"^\s+name: personalized$", config, re.M) else "other"] = run.name
+        if re.search(r"^\s+name: personalized$", config, re.M):
+            newest["personalized"] = run.name
+            continue
+        newest["other"] = run.name
+        if re.search(r"^\s+source: (sample|fsdd)$", config, re.M):
+            newest["speakers"] = run.name
     return newest
 
 
