@@ -8,6 +8,8 @@ What the walk changes, and why, is written here and nowhere else:
 - REWRITES: literal text replaced (fewer trials, a real folder for `/data`).
 - every `earmark train|cv|tune` without `--resume` trains one epoch (`train.max_epochs=1` appended, replacing a
   README value): the walk checks that commands work, not how well a model learns.
+- python blocks run after the bash ones (they use runs those train), each after PYTHON_PRELUDE (the names the
+  fragments take from the prose around them), with PYTHON_REWRITES; blocks that download are in PYTHON_SKIPPED.
 - `runs/<name>` is the newest run the walk has trained: in the personalization commands (`--group NAME`, a list
   with a speaker column) the newest personalized run; in a command naming `speaker` the newest other run whose data
   has speakers (the demo, FSDD); elsewhere the newest other run.
@@ -50,6 +52,23 @@ REWRITES = {  # README text → what the walk runs
     "--trials 50": "--trials 3",
     "earmark predict model.onnx": "earmark predict deploy/model.onnx",  # the README's deploy section's model
 }
+PYTHON_SKIPPED = {  # text in a README python block → why the walk does not run that block
+    "api.fetch(": "downloads; tests/test_fetch_*.py call api.fetch against a local server",
+    "from_pretrained(": "downloads pretrained weights; tests save tiny models locally instead",
+}
+PYTHON_REWRITES = {
+    '"model.onnx"': '"deploy/model.onnx"',
+    '"train.max_epochs=30"': '"train.max_epochs=1"',
+    '"train.max_epochs=5"': '"train.max_epochs=1"',
+    "trials=30": "trials=2",
+}
+# names the README's python fragments use without defining them (the prose around them does)
+PYTHON_PRELUDE = """import numpy as np
+from earmark import api
+from earmark.predict.torch_predictor import Predictor
+waves = np.zeros((3, 8000), np.float32)
+run_a, run_b = "runs/basic", "runs/personalized"
+"""
 TRAINING = re.compile(r"(?:^|\s)earmark (train|cv|tune)\b")
 
 
@@ -124,9 +143,10 @@ def build_world(base: Path) -> Path:
     sf.write(project / "meeting.wav", np.concatenate([high, low]), 8000)
     sf.write(project / "long_recording.flac", np.concatenate([low, high, low]), 8000)
     sf.write(project / "capture.wav", low, 8000, subtype="PCM_16")
-    for name, clip in {"clip.wav": low[:4000], "clip1.wav": low[:4000], "clip2.wav": high[:4000]}.items():
+    for name, clip in {"clip.wav": low[:4000], "clip1.wav": low[:4000], "clip2.wav": high[:4000],
+                       "a.wav": low[:8000], "b.wav": high[:8000], "b.flac": high[:8000],
+                       "clip.flac": high[:4000], "long.flac": np.concatenate([low, high])}.items():
         sf.write(project / name, clip, 8000)
-    sf.write(project / "clip.flac", high[:4000], 8000)
     fsdd_clips = sorted((project / "data" / "fsdd" / "recordings").glob("*.wav"))[:4]
     pd.DataFrame({"path": [str(f) for f in fsdd_clips],
                   "speaker": [f.stem.split("_")[1] for f in fsdd_clips]}).to_csv(project / "list.csv", index=False)
@@ -142,11 +162,11 @@ def skip_reason(command: str) -> str | None:
     return None
 
 
-def rewrite(command: str, runs: dict[str, str | None]) -> str:
-    for text, replacement in REWRITES.items():
+def rewrite(command: str, runs: dict[str, str | None], rewrites: dict[str, str] = REWRITES) -> str:
+    for text, replacement in rewrites.items():
         command = command.replace(text, replacement)
     if "runs/<name>" in command:
-        personal = "--group " in command or " list.csv" in command
+        personal = "--group " in command or " list.csv" in command or "groups=" in command
         run = runs["personalized" if personal else "speakers" if "speaker" in command else "other"]
         assert run, f"{command!r} names runs/<name> before the walk trained such a run"
         command = command.replace("runs/<name>", f"runs/{run}")
@@ -169,6 +189,17 @@ def newest_runs(project: Path) -> dict[str, str | None]:
         if re.search(r"^\s+source: (sample|fsdd)$", config, re.M):
             newest["speakers"] = run.name
     return newest
+
+
+def python_skip_reason(code: str) -> str | None:
+    return next((reason for text, reason in PYTHON_SKIPPED.items() if text in code), None)
+
+
+def run_python(project: Path, code: str, runs: dict[str, str | None]) -> subprocess.CompletedProcess:
+    """A README python block, rewritten, after PYTHON_PRELUDE, in the project folder."""
+    source = PYTHON_PRELUDE + rewrite(code, runs, PYTHON_REWRITES)
+    return subprocess.run([sys.executable, "-c", source], cwd=project, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
 def run_step(project: Path, command: str, timeout_s: float = 600) -> subprocess.CompletedProcess:

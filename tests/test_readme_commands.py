@@ -41,6 +41,13 @@ def readme_commands() -> list[tuple[int, str]]:
     return commands
 
 
+def readme_python_blocks() -> list[tuple[int, str]]:
+    """(README line, code) for each ```python block."""
+    text = README.read_text(encoding="utf-8")
+    return [(text[:block.start()].count("\n") + 2, block.group(1)) for block in re.finditer(r"```python\n(.*?)```",
+                                                                                            text, re.S)]
+
+
 def earmark_words(command: str) -> list[list[str]]:
     """The words after the program `earmark` (`earmark ...`, `srun earmark ...`, `python -m earmark ...`) in
     each piece of a pipeline or `&&` chain; `pip install earmark` names a package, not the program."""
@@ -84,7 +91,15 @@ def test_readme_command_parses_and_its_overrides_validate(line, words):
 def test_readme_walkthrough(tmp_path):
     """Every README command, in README order, in a folder of tiny stand-in data (tests/readme_walk.py says what
     is skipped or rewritten and why); all must exit 0."""
-    from readme_walk import build_world, newest_runs, rewrite, run_step, skip_reason
+    from readme_walk import (
+        build_world,
+        newest_runs,
+        python_skip_reason,
+        rewrite,
+        run_python,
+        run_step,
+        skip_reason,
+    )
 
     project = build_world(tmp_path)
     failures, ran, skipped = [], 0, []
@@ -101,13 +116,28 @@ def test_readme_walkthrough(tmp_path):
             ran += 1
             if done.returncode != 0:
                 failures.append(f"README:{line} `{step}` exited {done.returncode}:\n{done.stderr[-1500:]}")
-    print(f"ran {ran} README commands; skipped {len(skipped)}:", *skipped, sep="\n")
-    assert ran >= 45
+    for line, code in readme_python_blocks():
+        reason = python_skip_reason(code)
+        if reason:
+            skipped.append(f"README:{line} python block ({reason})")
+            continue
+        started = time.perf_counter()
+        done = run_python(project, code, newest_runs(project))
+        print(f"{time.perf_counter() - started:6.1f} s  rc {done.returncode}  README:{line} python block", flush=True)
+        ran += 1
+        if done.returncode != 0:
+            failures.append(f"README:{line} python block exited {done.returncode}:\n{done.stderr[-1500:]}")
+    print(f"ran {ran} README commands and python blocks; skipped {len(skipped)}:", *skipped, sep="\n")
+    assert ran >= 52
     assert not failures, "\n\n".join(failures)
 
 
 def test_the_walks_skip_and_rewrite_rules_still_match_the_readme():
-    from readme_walk import REWRITES, SKIPPED
+    from readme_walk import PYTHON_REWRITES, PYTHON_SKIPPED, REWRITES, SKIPPED
+
+    code = "\n".join(block for _, block in readme_python_blocks())
+    for text in [*PYTHON_SKIPPED, *PYTHON_REWRITES]:
+        assert text in code, f"python rule {text!r} matches no README python block"
 
     commands = [piece for _, command in readme_commands() for piece in command.split(" && ")]
     for prefix in SKIPPED:
