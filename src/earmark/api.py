@@ -14,6 +14,7 @@ from earmark.config import Config
 
 ConfigLike = Config | str | Path | None
 
+
 def _call(target: str, arguments: dict[str, Any]):
     """Call `module:function` with a verb's own arguments, by name."""
     module, function = target.split(":")
