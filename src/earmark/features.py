@@ -111,15 +111,22 @@ def n_frames(n_samples: int, n_fft: int, hop_length: int) -> int:
     return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
 
 
-def power_spectrogram(wave: torch.Tensor, basis: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
-    """|STFT|^2 of (B, T) -> (B, n_fft // 2 + 1, frames): librosa's centred STFT, zero-padded by
-    n_fft // 2 on both sides. `basis` (2 * n_freqs, 1, win_length) spans only the window, so the
-    padding is shifted by the window's offset inside the n_fft frame; the frames are the same."""
+def power_spectrogram(wave: torch.Tensor, basis: torch.Tensor, n_fft: int, hop_length: int,
+                      pad_mode: str = "constant") -> torch.Tensor:
+    """|STFT|^2 of (B, T) -> (B, n_fft // 2 + 1, frames): librosa's centred STFT, padded by n_fft // 2 on
+    both sides (zeros; `pad_mode="reflect"` as torch.stft's default). `basis` (2 * n_freqs, 1, win_length)
+    spans only the window, so the padding is shifted by the window's offset inside the n_fft frame; the
+    frames are the same."""
     win_length = basis.shape[-1]
     left = (n_fft - win_length) // 2
     pad_left, pad_right = n_fft // 2 - left, n_fft // 2 - (n_fft - left - win_length)
-    padded = F.pad(wave.unsqueeze(1), (pad_left, pad_right))  # (B, 1, T + pad_left + pad_right)
-    spectrum = F.conv1d(padded, basis, stride=hop_length)  # (B, 2 * n_freqs, frames)
+    padded = F.pad(wave.unsqueeze(1), (pad_left, pad_right), mode=pad_mode)  # (B, 1, T + pad_left + pad_right)
+    return stacked_power(F.conv1d(padded, basis, stride=hop_length))
+
+
+def stacked_power(spectrum: torch.Tensor) -> torch.Tensor:
+    """(B, 2 * n_freqs, frames), real rows then imaginary rows as `dft_basis` makes them → power (B, n_freqs,
+    frames)."""
     real, imag = spectrum.chunk(2, dim=1)  # (B, n_freqs, frames) each
     return real * real + imag * imag
 

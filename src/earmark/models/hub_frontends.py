@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earmark.features import dft_basis, mel_filterbank, power_spectrogram, power_to_db, stacked_power
+
 WHISPER_RATE_HZ, WHISPER_N_FFT, WHISPER_HOP, WHISPER_SECONDS = 16_000, 400, 160, 30
 KALDI_FRAME, KALDI_HOP, KALDI_FFT, KALDI_PREEMPHASIS, KALDI_FLOOR = 400, 160, 512, 0.97, 1.192092955078125e-07
 
@@ -26,18 +28,13 @@ class WhisperLogMel(nn.Module):
 
     def __init__(self, n_mels: int) -> None:
         super().__init__()
-        from earmark.features import dft_basis, mel_filterbank
-
         self.register_buffer("basis", dft_basis(WHISPER_N_FFT, WHISPER_N_FFT))  # (2 * 201, 1, 400)
         self.register_buffer("mel", mel_filterbank(WHISPER_RATE_HZ, WHISPER_N_FFT, n_mels))  # (201, n_mels)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         n_samples = WHISPER_RATE_HZ * WHISPER_SECONDS
         wave = F.pad(wave[:, :n_samples], (0, max(0, n_samples - wave.shape[1])))  # (B, 480000)
-        padded = F.pad(wave.unsqueeze(1), (WHISPER_N_FFT // 2, WHISPER_N_FFT // 2), mode="reflect")
-        spectrum = F.conv1d(padded, self.basis, stride=WHISPER_HOP)[..., :-1]  # (B, 402, 3000): drop the last
-        n_freqs = spectrum.shape[1] // 2
-        power = spectrum[:, :n_freqs] ** 2 + spectrum[:, n_freqs:] ** 2  # (B, 201, 3000)
+        power = power_spectrogram(wave, self.basis, WHISPER_N_FFT, WHISPER_HOP, "reflect")[..., :-1]  # (B, 201, 3000)
         log_mel = torch.clamp(torch.einsum("bft,fm->bmt", power, self.mel), min=1e-10).log10()
         log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log_mel + 4.0) / 4.0
@@ -68,9 +65,7 @@ class AstFbank(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         wave = F.pad(wave, (0, max(0, KALDI_FRAME - wave.shape[1])))
-        spectrum = F.conv1d(wave.unsqueeze(1), self.basis, stride=KALDI_HOP)  # (B, 514, frames)
-        n_freqs = spectrum.shape[1] // 2
-        power = spectrum[:, :n_freqs] ** 2 + spectrum[:, n_freqs:] ** 2  # (B, 257, frames)
+        power = stacked_power(F.conv1d(wave.unsqueeze(1), self.basis, stride=KALDI_HOP))  # (B, 257, frames): no padding
         fbank = torch.clamp(torch.einsum("bft,fm->btm", power, self.mel), min=KALDI_FLOOR).log()
         fbank = F.pad(fbank[:, :self.max_length], (0, 0, 0, max(0, self.max_length - fbank.shape[1])))
         return (fbank - self.mean) / (2 * self.std) if self.do_normalize else fbank
@@ -83,8 +78,6 @@ class ClapLogMel(nn.Module):
 
     def __init__(self, extractor) -> None:
         super().__init__()
-        from earmark.features import dft_basis
-
         fusion = extractor.truncation == "fusion"
         filters = extractor.mel_filters if fusion else extractor.mel_filters_slaney
         self.register_buffer("basis", dft_basis(extractor.fft_window_size, extractor.fft_window_size))
@@ -104,9 +97,6 @@ class ClapLogMel(nn.Module):
         return F.pad(wave, (0, self.n_samples - wave.shape[1]))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(self.fill(wave).unsqueeze(1), (self.n_fft // 2, self.n_fft // 2), mode="reflect")
-        spectrum = F.conv1d(padded, self.basis, stride=self.hop)  # (B, 2 * 513, frames)
-        n_freqs = spectrum.shape[1] // 2
-        power = spectrum[:, :n_freqs] ** 2 + spectrum[:, n_freqs:] ** 2
-        log_mel = 10.0 * torch.clamp(torch.einsum("bft,fm->btm", power, self.mel), min=1e-10).log10()
+        power = power_spectrogram(self.fill(wave), self.basis, self.n_fft, self.hop, "reflect")  # (B, 513, frames)
+        log_mel = power_to_db(torch.einsum("bft,fm->btm", power, self.mel))
         return log_mel.unsqueeze(1).expand(-1, self.channels, -1, -1)
