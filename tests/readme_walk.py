@@ -29,6 +29,7 @@ import pandas as pd
 import soundfile as sf
 
 from conftest import TONES_HZ, tone_clip
+from tiny_runs import tone_dataset
 
 SPEAKERS = ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
 
@@ -73,15 +74,8 @@ TRAINING = re.compile(r"(?:^|\s)earmark (train|cv|tune)\b")
 
 
 def write_tones(folder: Path, rate_hz: int = 8000, seconds: float = 0.5, per_class: int = 12) -> list[Path]:
-    """per_class tones of each class in `folder/<class>/`."""
-    files = []
-    for class_index, (label, frequency) in enumerate(TONES_HZ.items()):
-        (folder / label).mkdir(parents=True, exist_ok=True)
-        for take in range(per_class):
-            path = folder / label / f"{label}_{take}.wav"
-            sf.write(path, tone_clip(frequency, rate_hz, seconds, class_index * 100 + take), rate_hz)
-            files.append(path)
-    return files
+    """tiny_runs.tone_dataset's tones in `folder/<class>/`; returns the files."""
+    return sorted(tone_dataset(folder, rate_hz, seconds, per_class).glob("*/*.wav"))
 
 
 def fake_fsdd(root: Path) -> None:

@@ -9,13 +9,13 @@ import soundfile as sf
 from conftest import TONES_HZ, tone_clip
 
 
-def tone_dataset(root: Path) -> Path:
-    """3 classes × 12 half-second 8 kHz tones, one folder per class."""
+def tone_dataset(root: Path, rate_hz: int = 8000, seconds: float = 0.5, per_class: int = 12) -> Path:
+    """3 classes × `per_class` tones (default: 12 half-second 8 kHz ones), one folder per class."""
     for class_index, (label, frequency) in enumerate(TONES_HZ.items()):
         (root / label).mkdir(parents=True, exist_ok=True)
-        for take in range(12):
-            sf.write(root / label / f"{label}_{take}.wav", tone_clip(frequency, 8000, 0.5, class_index * 100 + take),
-                     8000)
+        for take in range(per_class):
+            sf.write(root / label / f"{label}_{take}.wav",
+                     tone_clip(frequency, rate_hz, seconds, class_index * 100 + take), rate_hz)
     return root
 
 
