@@ -50,9 +50,9 @@ def tone_files(tmp_path):
     return folder
 
 
-def run_without_torch(*args, stdin: str | None = None):
+def run_without_torch(*args, stdin: str | None = None, env: dict[str, str] | None = None):
     return subprocess.run([sys.executable, "-c", NO_TORCH_CLI, *map(str, args)], capture_output=True, text=True,
-                          input=stdin, timeout=300)
+                          input=stdin, timeout=300, env=env)
 
 
 def test_the_cli_predicts_with_onnxruntime_while_torch_cannot_be_imported(onnx_model, tone_files, tmp_path):
@@ -65,7 +65,7 @@ def test_the_cli_predicts_with_onnxruntime_while_torch_cannot_be_imported(onnx_m
     assert list(table["label"]) == ["high", "low", "mid"]
     assert {"probability", "top2_label", "top2_probability"} <= set(table.columns)
     # the same figures as the run's torch predictor on the same files
-    torch_preds = api.predict(onnx_model.parent.parent, [tone_files], top_k=2, device="cpu").files
+    torch_preds = api.predict(onnx_model.parent.parent, [tone_files], top_k=2, device="cpu", backend="torch").files
     np.testing.assert_allclose(table["probability"], torch_preds["probability"], atol=1e-4)
 
 

@@ -232,21 +232,21 @@ class SlowPredictor:
 def test_a_slow_request_times_out_with_504_and_a_busy_server_answers_503(predictor):
     from fastapi.testclient import TestClient
 
-    limits = ServeLimits(request_timeout_s=0.3, max_pending=1)
-    slow_predictor = SlowPredictor(predictor, delay_s=0.8)
+    limits = ServeLimits(request_timeout_s=0.5, max_pending=1)
+    slow_predictor = SlowPredictor(predictor, delay_s=2.0)  # wide margins: two busy cores stretch every step
     app = create_app(slow_predictor, limits, model_name="slow")
     audio = {"file": ("x.wav", encoded(tone("low")))}
     with TestClient(app) as slow:
         started = time.monotonic()
         assert_error(slow.post("/predict", files=audio), 504, "timed out")
-        assert time.monotonic() - started < 0.75  # answered at the timeout, not when the work ends
-        # the abandoned work still runs (0.8 s) and holds the only place: a new request is refused
+        assert time.monotonic() - started < 1.8  # answered at the timeout, not when the work ends
+        # the abandoned work still runs (2 s) and holds the only place: a new request is refused
         assert_error(slow.post("/predict", files=audio), 503, "busy")
-        time.sleep(1.0)  # the abandoned work has finished and given its place back
+        time.sleep(2.5)  # the abandoned work has finished and given its place back
         statuses = []
         first = threading.Thread(target=lambda: statuses.append(slow.post("/predict", files=audio).status_code))
         first.start()
-        time.sleep(0.1)
+        time.sleep(0.4)
         busy = slow.post("/predict", files=audio)
         first.join()
         assert_error(busy, 503, "busy")

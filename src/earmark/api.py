@@ -44,15 +44,16 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
 def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | None = None, *, top_k: int = 3,
             chunk_s: float | None = None, hop_s: float | None = None, device: str | None = None,
             groups: str | Sequence[str | None] | None = None, batch_size: int = 256, threads: int | None = None,
-            trust_checkpoint: bool = False, timeline_out: str | Path | None = None):
-    """Predict files, folders, CSV lists or "-" with a run, a .ckpt or an exported .onnx."""
+            trust_checkpoint: bool = False, timeline_out: str | Path | None = None, backend: str = "auto"):
+    """Predict files, folders, CSV lists or "-" with a run (its current ONNX export on a CPU, if it
+    has one, unless backend="torch"), a .ckpt or an exported .onnx."""
     return _call("earmark.workflows.predict:predict", locals())
 
 
 def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: float | None = None,
                    hop_s: float | None = None, stream_format: str = "wav", stream_rate_hz: int | None = None,
                    stream_channels: int = 1, threads: int | None = None, device: str | None = None,
-                   trust_checkpoint: bool = False):
+                   trust_checkpoint: bool = False, backend: str = "auto"):
     """Predict a recording window by window as it is read; returns a `StreamPrediction`."""
     return _call("earmark.workflows.predict:predict_stream", locals())
 

@@ -27,6 +27,7 @@ BEST_CHECKPOINT, LAST_CHECKPOINT = "best.ckpt", "last.ckpt"
 METRICS_FILE = "metrics.json"
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 EXPORT_DIR, EVAL_DIR = "export", "eval"
+EXPORT_MODEL_FILE, EXPORT_PARITY_FILE = "model.onnx", "parity.json"  # in EXPORT_DIR
 
 
 @dataclass(frozen=True)

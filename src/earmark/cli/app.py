@@ -14,6 +14,7 @@ from earmark.cli.output import (
     print_cv,
     print_evaluation,
     print_metrics,
+    print_model_source,
     print_plan_line,
     print_stream,
     print_table,
@@ -152,22 +153,29 @@ def predict(model: Path = typer.Argument(..., help="a run directory, a checkpoin
                                               "s32le or f32le (give --stream-rate)"),
             stream_rate: Optional[int] = typer.Option(None, min=1, help="--stream - with raw PCM: its rate in Hz"),
             stream_channels: int = typer.Option(1, min=1, help="--stream - with raw PCM: interleaved channels"),
-            trust_checkpoint: bool = TRUST) -> None:
+            trust_checkpoint: bool = TRUST,
+            backend: str = typer.Option("auto", help="for a run: auto (its current ONNX export when the "
+                                        "prediction runs on the CPU: no torch, fast start; else the checkpoint), "
+                                        "torch (the checkpoint) or onnx (the export)")) -> None:
     """Predict labels for audio files with a trained run or an exported ONNX model."""
     from earmark import api
 
     if stream is not None:
         if inputs:
             raise EarmarkError("--stream reads one recording; give it as --stream FILE (or -), without other inputs")
-        print_stream(api.predict_stream(model, stream, chunk_s=chunk_s, hop_s=hop_s, stream_format=stream_format,
-                                           stream_rate_hz=stream_rate, stream_channels=stream_channels,
-                                           threads=threads, device=device, trust_checkpoint=trust_checkpoint), out)
+        stream_prediction = api.predict_stream(model, stream, chunk_s=chunk_s, hop_s=hop_s,
+                                               stream_format=stream_format, stream_rate_hz=stream_rate,
+                                               stream_channels=stream_channels, threads=threads, device=device,
+                                               trust_checkpoint=trust_checkpoint, backend=backend)
+        print_model_source(model, stream_prediction.predictor.source)
+        print_stream(stream_prediction, out)
         return
     if not inputs:
         raise EarmarkError("give audio files, folders, CSV lists or - (paths on stdin), or --stream FILE|-")
     result = api.predict(model, inputs, out, top_k=top_k, chunk_s=chunk_s, hop_s=hop_s, groups=group,
                          batch_size=batch_size, threads=threads, device=device, trust_checkpoint=trust_checkpoint,
-                         timeline_out=timeline_out)
+                         timeline_out=timeline_out, backend=backend)
+    print_model_source(model, result.source)
     console, failed = make_console(), len(result.bad_files) > 0 and len(result.files) == 0
     if out is None and not failed:
         print_table(result.files)

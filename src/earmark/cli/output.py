@@ -97,6 +97,12 @@ def print_table(frame) -> None:
     make_console().print(table)
 
 
+def print_model_source(model: Path, source: str) -> None:
+    """For a run directory, which of its models predicted (its checkpoint or its current ONNX export), on stderr."""
+    if Path(model).is_dir() and source:
+        print(f"model: {source}", file=sys.stderr)
+
+
 def print_stream(stream, out: Optional[Path]) -> None:
     """CSV lines start_s,end_s,label,probability on stdout (flushed per window; also to `out`),
     then the recording's label (from the mean over its windows) on stderr."""

@@ -25,11 +25,11 @@ import numpy as np
 from earmark.errors import EarmarkError
 from earmark.export.parity import MAX_ABS_PROBABILITY_DIFF, accuracy, compare
 from earmark.export.quantize import INT8_MODES
+from earmark.rundir import EXPORT_DIR  # default output folder inside the run
+from earmark.rundir import EXPORT_MODEL_FILE as MODEL_FILE
+from earmark.rundir import EXPORT_PARITY_FILE as PARITY_FILE
 
-MODEL_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
-PARITY_FILE = "parity.json"
-EXPORT_DIR = "export"  # default output folder inside the run
 MAX_PARITY_CLIPS = 256
 CALIBRATION_CLIPS = 256  # training clips that calibrate static INT8
 DEFAULT_MAX_INT8_DROP = 2.0  # percentage points of test accuracy
@@ -73,13 +73,19 @@ class ExportGraph:
 def load_classifier(run: str | Path, trust_checkpoint: bool = False):
     """(the run's AudioClassifier on the CPU in eval mode, its run directory or None for a bare .ckpt);
     the checkpoint is read without running code from it unless `trust_checkpoint`."""
+    module, run_dir, _ = _load_checkpoint(run, trust_checkpoint)
+    return module, run_dir
+
+
+def _load_checkpoint(run: str | Path, trust_checkpoint: bool):
+    """load_classifier's pair and the checkpoint file it read."""
     from earmark.rundir import RunDir, find_checkpoint
     from earmark.train.checkpoints import read_checkpoint
 
     checkpoint = find_checkpoint(Path(run))
     module = read_checkpoint(checkpoint, trust=trust_checkpoint)[1].eval()
     run = RunDir.of_checkpoint(checkpoint)
-    return module, run.path if run is not None else None
+    return module, run.path if run is not None else None, checkpoint
 
 
 def onnx_metadata(module, model_name: str, extra: dict[str, Any] | None = None) -> dict[str, str]:
@@ -210,11 +216,12 @@ def export_run(run: str | Path, out_dir: str | Path | None = None, *, int8: str 
     """
     from earmark.export.parity import file_clips, run_clips
     from earmark.predict.onnx_predictor import OnnxPredictor
+    from earmark.predict.run_export import checkpoint_record
     from earmark.predict.torch_predictor import Predictor
 
     if int8 is not None and int8 not in INT8_MODES:
         raise EarmarkError(f"--int8 must be one of {', '.join(INT8_MODES)}; got {int8!r}")
-    module, run_dir = load_classifier(run, trust_checkpoint)
+    module, run_dir, checkpoint = _load_checkpoint(run, trust_checkpoint)
     if int8 == "static" and run_dir is None:
         raise EarmarkError(f"static INT8 is calibrated on the run's training clips, and {run} is a bare checkpoint "
                            f"without its run directory; give the run directory, or use --int8 dynamic")
@@ -234,6 +241,7 @@ def export_run(run: str | Path, out_dir: str | Path | None = None, *, int8: str 
     reference = Predictor(module, "cpu").predict_waves(check.waves, check.groups, batch_size=64)
     fp32 = OnnxPredictor(model_path).predict_waves(check.waves, check.groups, batch_size=64)
     report: dict[str, Any] = {"clips": check.source, "export": how,
+                              "checkpoint": checkpoint_record(checkpoint, run_dir),  # what `predict RUN` checks
                               "fp32": {**compare(reference, fp32), "size_mb": _size_mb(model_path),
                                        "torch_accuracy": accuracy(reference, check.targets),
                                        "onnx_accuracy": accuracy(fp32, check.targets)}}

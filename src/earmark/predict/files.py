@@ -31,6 +31,7 @@ class FilePredictions:
     timeline: pd.DataFrame | None  # one row per window when chunking: path, start_s, end_s, label, probability
     bad_files: pd.DataFrame  # path, reason
     timeline_path: Path | None = None  # where the workflow wrote the timeline, when it was asked for
+    source: str = ""  # what predicted: the checkpoint or .onnx file and the runtime (FilePredictor.source)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,7 @@ class FilePredictor:
 
     contract: InputContract
     reject_threshold: float = 0.0  # top probability below it → "unknown"; 0: off
+    source: str = ""  # what predicts, for people: the file and the runtime
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -80,6 +80,7 @@ class OnnxPredictor(FilePredictor):
             raise EarmarkError(f"onnxruntime cannot load {self.path}: {exc}") from None
         self.device = device
         self.threads = threads
+        self.source = f"{self.path} on onnxruntime ({device})"
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.contract = contract_from_metadata(self.metadata, self.path)
         self.reject_threshold = float(self.metadata.get("reject_threshold", 0.0))

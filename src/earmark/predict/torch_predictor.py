@@ -18,18 +18,31 @@ from earmark.rundir import find_checkpoint
 
 
 def load_predictor(model: str | Path, *, threads: int | None = None, device: str | None = None,
-                   trust_checkpoint: bool = False) -> FilePredictor:
+                   trust_checkpoint: bool = False, backend: str = "auto") -> FilePredictor:
     """A predictor for a run directory or .ckpt (torch) or an exported .onnx file (onnxruntime only).
 
     threads: CPU threads for one prediction (onnxruntime's intra_op_num_threads; torch's set_num_threads,
         which is process-wide). device: "cpu" or "cuda" (default: cuda when available for torch, cpu for ONNX).
     trust_checkpoint: unpickle a .ckpt in full (it can run code); only for a file you trust.
+    backend (run directories): "auto" predicts on the CPU with the run's current ONNX export when it has one
+        (no torch import; see `earmark.predict.run_export`), "torch" with the checkpoint, "onnx" with the
+        export or fails. The predictor's `source` says which.
     """
+    from earmark.predict.onnx_predictor import OnnxPredictor
+
     model = Path(model)
     if model.suffix.lower() == ".onnx":
-        from earmark.predict.onnx_predictor import OnnxPredictor
-
         return OnnxPredictor(model, threads=threads, device=device)
+    if model.is_dir():
+        from earmark.predict.run_export import choose_export
+
+        export = choose_export(model, find_checkpoint(model), backend, device)
+        if export is not None:
+            predictor = OnnxPredictor(export, threads=threads, device=device)
+            predictor.source = f"{export}, the run's current ONNX export, on onnxruntime ({predictor.device})"
+            return predictor
+    elif backend == "onnx":
+        raise EarmarkError(f"--backend onnx predicts a run directory's export or an .onnx file; {model} is neither")
     if threads is not None:
         import torch
 
@@ -53,6 +66,7 @@ class Predictor(FilePredictor):
         self.contract = module.contract
         threshold = getattr(module, "reject_threshold_", None)
         self.reject_threshold = float(threshold) if threshold is not None else 0.0
+        self.source = f"a checkpoint on torch ({device})"
 
     @classmethod
     def from_run(cls, run: Path | str, device: str | None = None, checkpoint: str = "best",
@@ -64,7 +78,9 @@ class Predictor(FilePredictor):
         from earmark.train.network import InferenceClassifier  # no Lightning: it takes seconds to import
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(InferenceClassifier.load(path, map_location=device, trust=trust_checkpoint), device)
+        predictor = cls(InferenceClassifier.load(path, map_location=device, trust=trust_checkpoint), device)
+        predictor.source = f"{path} on torch ({device})"
+        return predictor
 
     @property
     def uses_groups(self) -> bool:

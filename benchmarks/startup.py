@@ -1,0 +1,109 @@
+"""Wall time of the commands a user waits on for one file: start-up dominates them.
+
+Trains a tiny run (width-4 simple_cnn on 8-kHz tones, 0.5-s clips, 2 epochs) in a temporary
+folder, then times, each --repeat times in a fresh process:
+    python -c "import torch"                      the floor of anything that runs a checkpoint
+    earmark --help
+    earmark predict RUN clip.wav --backend torch  the checkpoint on torch
+    earmark predict RUN clip.wav                  after `earmark export RUN`: the run's current export
+    earmark predict RUN/export/model.onnx clip.wav
+and prints min / median / max seconds (the minimum is the figure: other work on a shared machine
+only ever adds time).
+
+    python benchmarks/startup.py [--repeat 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE_HZ, CLIP_S = 8000, 0.5
+TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0}
+RESULTS = Path(__file__).resolve().parent / "results" / "startup.json"
+
+
+def tones(root: Path, per_class: int = 12) -> Path:
+    """One folder per class of noisy sine tones."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(RATE_HZ * CLIP_S)) / RATE_HZ
+    for label, frequency in TONES_HZ.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for take in range(per_class):
+            wave = 0.5 * np.sin(2 * np.pi * frequency * t) + 0.05 * rng.standard_normal(t.size)
+            sf.write(root / label / f"{label}_{take}.wav", wave.astype(np.float32), RATE_HZ)
+    return root
+
+
+def tiny_run(base: Path) -> Path:
+    from earmark import api
+    from earmark.config import load_config
+
+    root = tones(base / "tones")
+    overrides = [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=folder", f"data.path={root}",
+                 f"data.sample_rate_hz={RATE_HZ}", f"data.duration_s={CLIP_S}", "data.workers=1",
+                 "split.val_fraction=0.2", "split.test_fraction=0.25", "features.n_fft=256", "features.n_mels=32",
+                 "model.params.width=4", "train.max_epochs=2", "train.batch_size=8", "train.progress=false",
+                 "name=tiny"]
+    return api.train(load_config(overrides=overrides)).run_dir
+
+
+def wall_s(command: list[str], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="fresh processes per command (default 5)")
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep it (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    base = args.keep or Path(tempfile.mkdtemp(prefix="earmark-startup-"))
+    base.mkdir(parents=True, exist_ok=True)
+    earmark = [sys.executable, "-m", "earmark"]
+    try:
+        run = base / "runs" / "tiny" if (base / "runs" / "tiny" / "metrics.json").is_file() else tiny_run(base)
+        clip = str(base / "tones" / "low" / "low_0.wav")
+        rows = {"import torch": [sys.executable, "-c", "import torch"],
+                "earmark --help": [*earmark, "--help"],
+                "predict RUN --backend torch": [*earmark, "predict", str(run), clip, "--backend", "torch"]}
+        figures = {name: wall_s(command, args.repeat) for name, command in rows.items()}
+        if not (run / "export" / "model.onnx").is_file():
+            started = time.perf_counter()
+            subprocess.run([*earmark, "export", str(run)], check=True, capture_output=True)
+            print(f"earmark export RUN: {time.perf_counter() - started:.1f} s (once)")
+        for name, command in {"predict RUN (its export)": [*earmark, "predict", str(run), clip],
+                              "predict model.onnx": [*earmark, "predict", str(run / "export" / "model.onnx"),
+                                                     clip]}.items():
+            figures[name] = wall_s(command, args.repeat)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"{'command':32} {'min s':>7} {'median s':>9} {'max s':>7}   ({args.repeat} fresh processes each)")
+    for name, times in figures.items():
+        print(f"{name:32} {min(times):7.2f} {statistics.median(times):9.2f} {max(times):7.2f}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({name: {"min_s": round(min(t), 3), "median_s": round(statistics.median(t), 3),
+                                          "max_s": round(max(t), 3)} for name, t in figures.items()}, indent=1) + "\n")
+    print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
