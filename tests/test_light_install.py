@@ -1,5 +1,6 @@
 """Deploying without PyTorch: with every package outside README's light install list made unimportable,
-`earmark --help`, `earmark predict model.onnx` and `earmark serve model.onnx` work.
+`earmark --help`, `earmark predict model.onnx` (and a run folder with a current export) and `earmark serve
+model.onnx` work.
 
 The light list (README, *Deploy without PyTorch*): `pip install --no-deps earmark` plus onnxruntime numpy
 pandas soundfile soxr typer rich pydantic PyYAML fastapi uvicorn python-multipart. Every other
@@ -8,6 +9,7 @@ dependency in pyproject.toml is blocked here, so an import of one on these paths
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -62,6 +64,13 @@ def test_help_and_onnx_prediction_import_nothing_heavy(onnx_model, tmp_path):
                                capture_output=True, text=True, timeout=300)
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert "heavy modules loaded: []" in predicted.stderr
+    assert len(out.read_text().splitlines()) == 1 + len(TONES_HZ)
+    run = onnx_model.parent.parent  # a run folder with a current export: predicted with it, no torch
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    predicted = subprocess.run(light("predict", run, tmp_path, "--out", out), capture_output=True, text=True,
+                               timeout=300, env=env)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "heavy modules loaded: []" in predicted.stderr and "the run's current ONNX export" in predicted.stderr
     assert len(out.read_text().splitlines()) == 1 + len(TONES_HZ)
 
 

@@ -95,10 +95,14 @@ def is_generated(folder: str | os.PathLike) -> bool:
     return (Path(folder) / GENERATED_MARKER).is_file()
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """The file's sha256 as hex, read in 1 MiB blocks (weights files are hundreds of MB)."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """The file's hash (hashlib's `algorithm`) as hex, read in 1 MiB blocks (weights files are hundreds of MB)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    return file_digest(path, "sha256")

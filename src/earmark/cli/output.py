@@ -60,6 +60,8 @@ def print_metrics(result) -> None:
     if result.personalization:
         print_personalization(result.personalization)
     console.print(f"trained in {result.fit_seconds:.1f} s; run directory: {result.run_dir}")
+    console.print(f"next: earmark predict {result.run_dir} AUDIO...; earmark export {result.run_dir} makes "
+                  f"an ONNX model (no torch needed; predict then starts without it)", markup=False)
 
 
 MAX_GROUPS_PRINTED = 20

@@ -62,14 +62,6 @@ class DownloadOptions:
         return int(self.max_download_mb * (1 << 20))
 
 
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_reachable(url: str) -> None:
     """Fail fast, with one clear reason, when the host's name cannot be looked up (offline)."""
     parts = urlsplit(url)

@@ -24,10 +24,10 @@ from typing import Callable, Optional
 
 from earmark.errors import EarmarkError
 from earmark.fetch.archives import SKIPPED_MEMBERS, ArchiveLimits, safe_extract
-from earmark.fetch.download import DownloadOptions, fetch_url, file_digest
+from earmark.fetch.download import DownloadOptions, fetch_url
 from earmark.fetch.report import FetchError, FetchResult
 from earmark.fetch.state import DOWNLOADS, DownloadState
-from earmark.files import atomic_write_text
+from earmark.files import atomic_write_text, file_digest
 
 LOCK_FILE = "checksums.lock"
 
