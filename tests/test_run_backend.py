@@ -105,6 +105,10 @@ def test_without_an_export_or_with_backend_torch_the_checkpoint_predicts(exporte
         load_predictor(exported_run, backend="tensorrt")
     with pytest.raises(EarmarkError, match="predicts a run directory's export or an .onnx file"):
         load_predictor(exported_run / "checkpoints" / "best.ckpt", backend="onnx")
+    with pytest.raises(EarmarkError, match="backend must be one of"):
+        load_predictor(exported_run / "checkpoints" / "best.ckpt", backend="tensorrt")
+    with pytest.raises(EarmarkError, match="--backend torch needs a run directory or a .ckpt"):
+        load_predictor(exported_run / "export" / "model.onnx", backend="torch")
 
 
 def test_a_prediction_bound_for_a_gpu_keeps_the_checkpoint(exported_run, monkeypatch):

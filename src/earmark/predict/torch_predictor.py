@@ -29,13 +29,16 @@ def load_predictor(model: str | Path, *, threads: int | None = None, device: str
         export or fails. The predictor's `source` says which.
     """
     from earmark.predict.onnx_predictor import OnnxPredictor
+    from earmark.predict.run_export import BACKENDS, choose_export
 
     model = Path(model)
+    if backend not in BACKENDS:
+        raise EarmarkError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if model.suffix.lower() == ".onnx":
+        if backend == "torch":
+            raise EarmarkError(f"--backend torch needs a run directory or a .ckpt; {model} is an ONNX model")
         return OnnxPredictor(model, threads=threads, device=device)
     if model.is_dir():
-        from earmark.predict.run_export import choose_export
-
         export = choose_export(model, find_checkpoint(model), backend, device)
         if export is not None:
             predictor = OnnxPredictor(export, threads=threads, device=device)
