@@ -127,3 +127,12 @@ def test_hidden_gpus_are_not_visible(monkeypatch):
     for hidden in ("", "-1"):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
         assert run_export.gpu_visible() is False
+
+
+def test_a_served_run_keeps_its_checkpoint_and_a_served_onnx_its_runtime(exported_run):
+    from fastapi.testclient import TestClient
+
+    with TestClient(api.create_app(exported_run)) as served_run:
+        assert served_run.get("/health").json()["backend"] == "torch"
+    with TestClient(api.create_app(exported_run / "export" / "model.onnx")) as served_onnx:
+        assert served_onnx.get("/health").json()["backend"] == "onnx"

@@ -146,7 +146,8 @@ def load_model(model: str | Path, threads: Optional[int] = None, trust_checkpoin
         raise EarmarkError(f"model not found: {model} (give a run directory such as runs/<name>, a .ckpt or a "
                            f"model.onnx from `earmark export`)")
     # a run is served with its checkpoint, as named: the export's fast start matters little to a server
-    return load_predictor(model, threads=threads, trust_checkpoint=trust_checkpoint, backend="torch")
+    backend = "auto" if model.suffix.lower() == ".onnx" else "torch"
+    return load_predictor(model, threads=threads, trust_checkpoint=trust_checkpoint, backend=backend)
 
 
 def create_app(predictor, limits: ServeLimits = ServeLimits(), *, model_name: str = "model",
