@@ -1,7 +1,7 @@
 """Wall time of the commands a user waits on for one file: start-up dominates them.
 
-Trains a tiny run (width-4 simple_cnn on 8-kHz tones, 0.5-s clips, 2 epochs) in a temporary
-folder, then times, each --repeat times in a fresh process:
+Trains a tiny run in a temporary folder (serve_load.py's: width-4 simple_cnn on 8-kHz tones,
+0.5-s clips), then times, each --repeat times in a fresh process:
     python -c "import torch"                      the floor of anything that runs a checkpoint
     earmark --help
     earmark predict RUN clip.wav --backend torch  the checkpoint on torch
@@ -25,37 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from serve_load import train_tiny_run  # benchmarks/ is on sys.path when a script here runs
 
-RATE_HZ, CLIP_S = 8000, 0.5
-TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0}
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.json"
-
-
-def tones(root: Path, per_class: int = 12) -> Path:
-    """One folder per class of noisy sine tones."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(RATE_HZ * CLIP_S)) / RATE_HZ
-    for label, frequency in TONES_HZ.items():
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for take in range(per_class):
-            wave = 0.5 * np.sin(2 * np.pi * frequency * t) + 0.05 * rng.standard_normal(t.size)
-            sf.write(root / label / f"{label}_{take}.wav", wave.astype(np.float32), RATE_HZ)
-    return root
-
-
-def tiny_run(base: Path) -> Path:
-    from earmark import api
-    from earmark.config import load_config
-
-    root = tones(base / "tones")
-    overrides = [f"runs_dir={base / 'runs'}", f"workspace={base / 'ws'}", "data.source=folder", f"data.path={root}",
-                 f"data.sample_rate_hz={RATE_HZ}", f"data.duration_s={CLIP_S}", "data.workers=1",
-                 "split.val_fraction=0.2", "split.test_fraction=0.25", "features.n_fft=256", "features.n_mels=32",
-                 "model.params.width=4", "train.max_epochs=2", "train.batch_size=8", "train.progress=false",
-                 "name=tiny"]
-    return api.train(load_config(overrides=overrides)).run_dir
 
 
 def wall_s(command: list[str], repeat: int) -> list[float]:
@@ -78,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     base.mkdir(parents=True, exist_ok=True)
     earmark = [sys.executable, "-m", "earmark"]
     try:
-        run = base / "runs" / "tiny" if (base / "runs" / "tiny" / "metrics.json").is_file() else tiny_run(base)
-        clip = str(base / "tones" / "low" / "low_0.wav")
+        run = base / "runs" / "serve-bench"
+        if not (run / "metrics.json").is_file():
+            run = train_tiny_run(base)
+        clip = str(base / "tones" / "low" / "0.wav")
         rows = {"import torch": [sys.executable, "-c", "import torch"],
                 "earmark --help": [*earmark, "--help"],
                 "predict RUN --backend torch": [*earmark, "predict", str(run), clip, "--backend", "torch"]}
