@@ -114,7 +114,7 @@ def main() -> int:
     assert np.array_equal(result.pop("wave"), synthetic_clip())
     arrays.update({f"synthetic/{key}": value for key, value in result.items()})
     arrays["synthetic/head"] = synthetic_clip()[:256]
-    arrays["versions"] = np.array([f"aisfx 0.1.2", f"librosa {librosa.__version__}", f"resampy {resampy.__version__}",
+    arrays["versions"] = np.array(["aisfx 0.1.2", f"librosa {librosa.__version__}", f"resampy {resampy.__version__}",
                                    f"numpy {np.__version__}", f"torch {torch.__version__}", f"res_type {RESAMPLER}"])
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **arrays)
