@@ -54,6 +54,13 @@ TINY_PARAMS: dict[str, dict] = {
                                  "audio_config": {"patch_embeds_hidden_size": 8, "depths": [1, 1],
                                                   "num_attention_heads": [1, 2], "hidden_size": 16,
                                                   "window_size": 8}}},
+    # two tiny members: one at the input's rate and length, one resampled to 4 kHz and cut to 0.25 s in the graph
+    "ensemble": {"members": [
+        {"model_name": "simple_cnn", "model_params": {"width": 4}, "contract": InputContract(
+            RATE_HZ, CLIP_S, "pad", LABELS, FeaturesConfig(kind="log_mel", n_fft=256, n_mels=32).model_dump()).to_dict()},
+        {"model_name": "wave_cnn", "model_params": {"width": 4, "first_kernel": 16, "first_stride": 4},
+         "contract": InputContract(4000, 0.25, "pad", LABELS, FeaturesConfig(kind="waveform").model_dump()).to_dict()}],
+        "weights": [1.0, 3.0]},
 }
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.

@@ -101,6 +101,12 @@ def export(run: str | Path, out_dir: str | Path | None = None, *, int8: str | No
     return _call("earmark.export.onnx:export_run", locals())
 
 
+def ensemble(runs: Sequence[str | Path], out: str | Path | None = None, *, weights: Sequence[float] | None = None,
+             evaluate_test: bool = True, progress: bool = True):
+    """Average trained runs' calibrated probabilities into a new run (same labels and splits); returns a `RunResult`."""
+    return _call("earmark.workflows.ensemble:ensemble_runs", locals())
+
+
 def tune(config: ConfigLike = None, overrides: Sequence[str] = (), *, space: str | Path | None = None,
          trials: int = 20, seed: int | None = None, timeout_s: float | None = None, resume: str | Path | None = None,
          pruner: Any = "median", startup_trials: int = 5, keep: str = "all", evaluate_trials: bool = False, log=None):

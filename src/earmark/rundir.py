@@ -7,6 +7,7 @@
       checkpoints/       best.ckpt, last.ckpt (and base.ckpt for personalized models)
       metrics.json, predictions.csv, calibration.json, report.md, report.html, *.png
       eval/<time>/       later evaluations;   export/   model.onnx and parity.json
+      ensemble.json      an ensemble's members (run, sha256 of its best.ckpt, weight)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ METRICS_FILE = "metrics.json"
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 EXPORT_DIR, EVAL_DIR = "export", "eval"
 EXPORT_MODEL_FILE, EXPORT_PARITY_FILE = "model.onnx", "parity.json"  # in EXPORT_DIR
+ENSEMBLE_FILE = "ensemble.json"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,10 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def ensemble_file(self) -> Path:
+        return self.path / ENSEMBLE_FILE
 
     @property
     def export_dir(self) -> Path:

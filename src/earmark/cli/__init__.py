@@ -4,7 +4,10 @@ Every module that adds commands is listed here, so `earmark --help` is complete 
 who imported what.
 """
 
-from earmark.cli import data_commands  # noqa: F401 (fetch, datasets, embed, audit)
+from earmark.cli import (
+    data_commands,  # noqa: F401 (fetch, datasets, embed, audit)
+    run_commands,  # noqa: F401 (ensemble)
+)
 from earmark.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -31,6 +31,7 @@ MODEL_MODULES = (
     "earmark.models.personalized",
     "earmark.models.embedding",
     "earmark.models.hub_embedders",
+    "earmark.models.ensemble",
 )
 BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 

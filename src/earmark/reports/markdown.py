@@ -20,7 +20,7 @@ def markdown_report(run_name: str, metrics: dict[str, Any], context: dict[str, A
     if metrics.get("notes"):
         lines.append("")
     lines += _headline(metrics)
-    for section in (_clip_level, _binary, _calibration, _per_group, _per_class):
+    for section in (_ensemble, _clip_level, _binary, _calibration, _per_group, _per_class):
         lines += section(metrics)
     lines += ["## Run", ""]
     for key, value in context.items():
@@ -148,6 +148,17 @@ def _per_group(metrics: dict[str, Any]) -> list[str]:
         plot = metrics.get("per_group_plots", {}).get(column)
         lines += [""] + ([f"![accuracy per {column}]({plot})", ""] if plot and groups else [])
     return lines
+
+
+def _ensemble(metrics: dict[str, Any]) -> list[str]:
+    """An ensemble's members beside it: each run's weight, rate, temperature and test accuracy alone."""
+    members = metrics.get("ensemble", {}).get("members")
+    if not members:
+        return []
+    rows = [{"run": m["run"], "model": m["model"], "sample rate (Hz)": m["sample_rate_hz"], "weight": m["weight"],
+             "temperature": m["temperature"], "test accuracy alone": m["test_accuracy"]} for m in members]
+    return ["## Ensemble members", "", "Calibrated probabilities averaged with these weights:", "",
+            markdown_table(rows), ""]
 
 
 def _per_class(metrics: dict[str, Any]) -> list[str]:

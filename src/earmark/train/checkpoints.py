@@ -26,6 +26,16 @@ def save_checkpoint_atomically(checkpoint: dict[str, Any], path: str | os.PathLi
     os.replace(partial, path)
 
 
+def save_module_checkpoint(module, path: str | os.PathLike, **extra: Any) -> None:
+    """`module` (an AudioClassifier fitted without a Lightning loop: a probe, an ensemble) as Lightning
+    writes a checkpoint: hyper-parameters + state dict, epoch 0, and the `extra` entries."""
+    import lightning as L
+
+    save_checkpoint_atomically({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                                "pytorch-lightning_version": L.__version__, "epoch": 0, "global_step": 0, **extra},
+                               path)
+
+
 def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> tuple[dict[str, Any], AudioClassifier]:
     """(the checkpoint dict, the module it holds) on the CPU from one read of the file: what
     `AudioClassifier.load_from_checkpoint` builds, for callers that also write the checkpoint back."""

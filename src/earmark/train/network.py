@@ -1,9 +1,10 @@
 """The network a checkpoint holds, without Lightning: built from the checkpoint's hyper-parameters.
 
-`build_network` is shared by the LightningModule (`earmark.train.module.AudioClassifier`) and
-`InferenceClassifier`, so training and prediction build the same front-end and model from the same
-plain dicts. `InferenceClassifier.load` reads a checkpoint with `torch.load(weights_only=True)` and
-keeps only what prediction needs; importing Lightning (and what it pulls in) would cost seconds.
+`build_network` (`earmark.models.assembly`) is shared by the LightningModule
+(`earmark.train.module.AudioClassifier`) and `InferenceClassifier`, so training and prediction build
+the same front-end and model from the same plain dicts. `InferenceClassifier.load` reads a checkpoint
+with `torch.load(weights_only=True)` and keeps only what prediction needs; importing Lightning (and
+what it pulls in) would cost seconds.
 """
 
 from __future__ import annotations
@@ -14,33 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from earmark.config import FeaturesConfig
 from earmark.contract import InputContract
 from earmark.errors import EarmarkError
-from earmark.features import build_frontend
-from earmark.models.registry import MODELS, create_model
+from earmark.models.assembly import build_network  # noqa: F401 (re-exported for train.module)
 
 # state_dict entries prediction needs; the rest (augmenter, loss weights) only matter in training
 INFERENCE_PREFIXES = ("frontend.", "model.")
 FITTED_BUFFERS = ("temperature_", "reject_threshold_")
-
-
-def build_network(contract: InputContract, model_name: str, model_params: dict[str, Any],
-                  groups: list[str] | None = None) -> tuple[nn.Module, nn.Module, bool, bool]:
-    """(front-end, model, stack_views, uses_groups) for a contract and a registered model.
-
-    With `features.stack_augmented` the model takes 2 channels (clean and augmented views).
-    """
-    features = FeaturesConfig(**contract.features)
-    frontend = build_frontend(features, contract.sample_rate_hz)
-    input_shape = frontend.output_shape(contract.n_samples)  # (1, n_bins, frames) or (1, T)
-    if features.stack_augmented:
-        input_shape = (2,) + tuple(input_shape[1:])
-    model = create_model(model_name, len(contract.labels), input_shape, **model_params)
-    uses_groups = MODELS.entry(model_name).needs_groups
-    if uses_groups:
-        model.fit_groups(groups or [])
-    return frontend, model, features.stack_augmented, uses_groups
 
 
 class ClassifierSurface:

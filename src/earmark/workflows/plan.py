@@ -77,9 +77,14 @@ def with_model_requirements(config: Config) -> Config:
 def plan_model(config: Config) -> ModelPlan:
     """Check everything that can be checked before decoding a single file, and decide the model's side
     (`plan.config` is `config` with the model's requirements applied: use it from here on)."""
+    from earmark.errors import EarmarkError
     from earmark.features import build_frontend
+    from earmark.models.ensemble import ENSEMBLE_MODEL
     from earmark.models.registry import check_model_config
 
+    if config.model.name == ENSEMBLE_MODEL:  # its members are trained runs; it has nothing to learn itself
+        raise EarmarkError("model.name=ensemble is made from trained runs, not trained: run `earmark ensemble RUN "
+                           "RUN ... --out DIR` (train each member with `earmark train` first)")
     config = with_model_requirements(config)
     entry = check_model_config(config.model.name, config.model.params, config.features.kind)
     build_frontend(config.features, config.data.sample_rate_hz)

@@ -34,16 +34,11 @@ def is_probe(module) -> bool:
 
 def save_probe_checkpoint(module, run_dir: Path, facts: dict) -> None:
     """best.ckpt and last.ckpt as Lightning writes them (hyper-parameters + state dict)."""
-    import lightning as L
+    from earmark.train.checkpoints import save_module_checkpoint
 
-    from earmark.train.checkpoints import save_checkpoint_atomically
-
-    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                  "pytorch-lightning_version": L.__version__, "epoch": 0, "global_step": 0, "probe": facts}
     run = RunDir(run_dir)
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    save_checkpoint_atomically(checkpoint, run.best_checkpoint)
-    save_checkpoint_atomically(checkpoint, run.last_checkpoint)
+    for path in (run.best_checkpoint, run.last_checkpoint):
+        save_module_checkpoint(module, path, probe=facts)
 
 
 def fit_probe(plan, prepared, module, run_dir: Path, evaluate_test: bool, evaluate_run) -> tuple[dict, float]:
