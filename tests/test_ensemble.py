@@ -201,9 +201,10 @@ def test_the_command_line_makes_an_ensemble_run(members, tmp_path):
 def test_validation_scores_without_touching_the_test_split(members, weighted, tmp_path):
     from earmark.workflows.ensemble import validation_probabilities
 
-    run = api.ensemble([members["a"], members["b"]], tmp_path / "untested", weights=[1, 3], evaluate_test=False,
-                       progress=False)
+    run = api.ensemble([members["a"], members["b"]], weights=[1, 3], evaluate_test=False, progress=False)
     assert run.metrics["test_evaluated"] is False and not (run.run_dir / "predictions.csv").exists()
+    assert run.run_dir.parent == members["a"].parent and run.run_dir.name.startswith("folder-ensemble-")
+    assert yaml_config(run.run_dir).name == run.run_dir.name  # config.yaml names its own folder
     probabilities_, targets = validation_probabilities(run.run_dir)
     items, waves = split_waves(run.run_dir, "val")
     np.testing.assert_allclose(probabilities_, probabilities(weighted.run_dir, waves), atol=1e-6)

@@ -110,7 +110,7 @@ def read_member(folder: RunDir) -> Member:
                   dict(checkpoint["hyper_parameters"]), checkpoint["state_dict"])
 
 
-def ensemble_config(members: Sequence[Member], weights: list[float], run_dir: Path | None) -> Config:
+def ensemble_config(members: Sequence[Member], weights: list[float]) -> Config:
     """The ensemble run's config.yaml: the first member's data and split settings, at the members' shared
     input (`earmark.models.ensemble.ensemble_input`), the members' model entries, no calibration of its own."""
     from earmark.models.ensemble import ENSEMBLE_MODEL, ensemble_input
@@ -124,9 +124,8 @@ def ensemble_config(members: Sequence[Member], weights: list[float], run_dir: Pa
         "data": data, "model": model, "features": FeaturesConfig(kind="waveform", normalize=False),
         "augment": AugmentConfig(enabled=False),
         # the members are calibrated; averaging their probabilities is the ensemble's whole output
-        "evaluation": base.evaluation.model_copy(update={"calibrate": False})}
-    if run_dir is not None:
-        updates.update(runs_dir=run_dir.parent, name=run_dir.name)
+        "evaluation": base.evaluation.model_copy(update={"calibrate": False}),
+        "name": None}  # named after its folder once that is made
     return Config.model_validate(base.model_copy(update=updates).model_dump())  # checked as a whole
 
 
@@ -184,9 +183,10 @@ def ensemble_runs(runs: Sequence[str | Path], out: str | Path | None = None, *,
     check_same_data(folders)
     members = [read_member(folder) for folder in folders]
     weights = normalized_weights(weights, len(members))
-    config = ensemble_config(members, weights, None if out is None else Path(out))
+    config = ensemble_config(members, weights)
     module = assemble(members, config)  # every check passed before a folder is made
     run_dir = _new_run_dir(out, config)
+    config = config.model_copy(update={"runs_dir": run_dir.parent, "name": run_dir.name})
     run = RunDir(run_dir)
     record = {"members": [member.record(weight) for member, weight in zip(members, weights)]}
     run.config_file.write_text(config.to_yaml())
