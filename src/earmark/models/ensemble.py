@@ -116,8 +116,7 @@ def normalized_weights(weights: Optional[Sequence[float]], n_members: int) -> li
 
 
 @register_model(ENSEMBLE_MODEL, input_kind="waveform",
-                description="several trained runs averaging their calibrated probabilities; made by "
-                            "`earmark ensemble RUN RUN ...`, not trained")
+                description="several trained runs averaging their calibrated probabilities, not trained")
 def ensemble(n_classes: int, input_shape: tuple[int, ...], members: Optional[list[dict[str, Any]]] = None,
              weights: Optional[list[float]] = None) -> EnsembleClassifier:
     """`members`: one dict per run: model_name, model_params, contract (the run's saved model entry);
