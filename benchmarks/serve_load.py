@@ -7,10 +7,15 @@ identical decode + predict work done in-process, one request at a time (`ModelSe
 HTTP), so the ratios show what HTTP, multipart parsing and the thread pool add. With --onnx the run
 is also exported and the ONNX model is served and measured the same way.
 
+With --attack, good-request latency (one client, --attack-requests requests) is measured on one server
+with no attack (the reference, in the same run), then while --attackers clients loop a FLAC of 149 s at
+384 kHz (57 M samples, just under the default --max-samples) to /predict, then to /predict/timeline.
+
 Without MODEL a tiny tone classifier is trained first (about 30 s on a laptop CPU).
 Client and server share the machine's cores, so the figures are a floor, not a capacity plan.
 
     python benchmarks/serve_load.py [MODEL] [--requests 1000] [--concurrency 8] [--threads 1] [--onnx]
+    python benchmarks/serve_load.py --attack [--attack-requests 200] [--attackers 4]
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +107,65 @@ def measure(model: Path, audio: bytes, args) -> None:
         print(f"  error: {error}")
 
 
+ATTACK_S, ATTACK_RATE_HZ = 149.0, 384_000
+
+
+def attack_flac() -> bytes:
+    """149 s at 384 kHz: a second of tone, then silence (written in blocks: a few hundred kB)."""
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", ATTACK_RATE_HZ, 1, format="FLAC") as out:
+        out.write(tone(TONES_HZ["mid"], ATTACK_RATE_HZ, 1.0, seed=2))
+        for _ in range(int(ATTACK_S) - 1):
+            out.write(np.zeros(ATTACK_RATE_HZ, np.float32))
+    return buffer.getvalue()
+
+
+def attack_loop(url: str, path: str, flac: bytes, stop: threading.Event, answers: list) -> None:
+    """POST `flac` to `path` until `stop`; (status, seconds) of each answer into `answers`."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                status = client.post(path, files={"file": ("long.flac", flac, "audio/flac")}).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            answers.append((status, time.perf_counter() - started))
+
+
+def attack_figures(model: Path, audio: bytes, args) -> None:
+    from earmark.serve.client import run_load, server_process
+
+    flac = attack_flac()
+    print(f"attack file: {ATTACK_S:g} s at {ATTACK_RATE_HZ} Hz FLAC, {len(flac) / 1e6:.2f} MB; {args.attackers} "
+          f"clients loop it; good requests: {len(audio) / 1024:.0f} KiB WAV from 1 client")
+    print(f"  {'scenario':<24} {'good p50 ms':>11} {'good p99 ms':>11} {'errors':>6}  attack answers (median s)")
+    options = ["--threads", str(args.threads)] if args.threads else []
+    with server_process(model, options=[*options, "--log-level", "warning"]) as url:
+        run_load(url, audio, n_requests=20, concurrency=1)  # warm-up
+        for scenario, path in (("no attack", None), ("attack on /predict", "/predict"),
+                               ("attack on /timeline", "/predict/timeline")):
+            stop, answers = threading.Event(), []
+            attackers = [threading.Thread(target=attack_loop, args=(url, path, flac, stop, answers))
+                         for _ in range(args.attackers if path else 0)]
+            for thread in attackers:
+                thread.start()
+            time.sleep(1.0 if attackers else 0.0)
+            good = run_load(url, audio, n_requests=args.attack_requests, concurrency=1)
+            stop.set()
+            for thread in attackers:
+                thread.join()
+            counts: dict = {}
+            for status, _ in answers:
+                counts[status] = counts.get(status, 0) + 1
+            median_s = np.median([seconds for _, seconds in answers]) if answers else float("nan")
+            print(f"  {scenario:<24} {good.percentile_ms(50):11.1f} {good.percentile_ms(99):11.1f} "
+                  f"{len(good.errors):6d}  {counts or '-'} ({median_s:.2f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", type=Path, help="run directory, .ckpt or model.onnx (default: train one)")
@@ -110,6 +175,10 @@ def main() -> None:
     parser.add_argument("--audio-s", type=float, default=1.0, help="length of the clip sent")
     parser.add_argument("--rate-hz", type=int, default=16000, help="rate of the clip sent (resampled by the server)")
     parser.add_argument("--onnx", action="store_true", help="also export the run and serve model.onnx")
+    parser.add_argument("--attack", action="store_true", help="good-request latency under a compressed-audio attack "
+                                                              "(and with none), instead of the load figures")
+    parser.add_argument("--attack-requests", type=int, default=200, help="good requests per attack scenario")
+    parser.add_argument("--attackers", type=int, default=4, help="clients looping the attack FLAC")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -118,6 +187,9 @@ def main() -> None:
           f"else running")
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or train_tiny_run(Path(scratch))
+        if args.attack:
+            attack_figures(model, audio, args)
+            return
         measure(model, audio, args)
         if args.onnx and model.suffix != ".onnx":
             from earmark import api

@@ -196,10 +196,11 @@ def test_clean_cache_frees_every_cache_folder_and_nothing_else(tones, data, tmp_
     size = sum(f.stat().st_size for f in data.cache_dir.rglob("*") if f.is_file())
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
-    assert clean_cache(tmp_path) == 0 and (tmp_path / "keep" / "notes.txt").exists()
+    assert clean_cache(tmp_path) == [] and (tmp_path / "keep" / "notes.txt").exists()
     del first
-    assert clean_cache(data.cache_dir) == size > 6 * 16000 * 4
-    assert not data.cache_dir.exists() and clean_cache(data.cache_dir) == 0
+    removed = clean_cache(data.cache_dir)
+    assert len(removed) == 2 and sum(size for _, size in removed) == size > 6 * 16000 * 4
+    assert not data.cache_dir.exists() and clean_cache(data.cache_dir) == []
 
 
 def test_concurrent_prepares_of_one_folder_take_turns(tones, data):
@@ -230,6 +231,34 @@ def test_clean_deletes_only_what_earmark_marked(tones, data, tmp_path):
     (old / ".earmark-generated").unlink()  # a cache from before the marker: earmark's meta.json and index.csv
     assert set(json.loads((old / "meta.json").read_text())) >= {"version", "audio_key", "n_samples"}
     config = load_config(overrides=[f"workspace={workspace}", f"data.cache_dir={cache_dir}"])
-    assert api.clean(config) > 0
+    assert len(api.clean(config, everything=True)) == 2
     assert (mine / "train.csv").read_text() == "my data" and (cache_dir / "notes" / "meta.json").exists()
     assert not (workspace / "splits" / "abc123").exists() and not old.exists()
+
+
+def test_clean_of_a_config_removes_only_what_that_config_uses(tones, tmp_path):
+    from earmark import api
+    from earmark.config import load_config
+    from earmark.data.cache import cache_folder
+    from earmark.data.prepared import split_folder
+    from earmark.data.splits import write_splits
+
+    items = pd.DataFrame({"path": tones, "label": ["x", "y"] * 3, "split": ["train"] * 6})
+    configs = {rate: load_config(overrides=[f"workspace={tmp_path / 'ws'}", f"data.cache_dir={tmp_path / 'cache'}",
+                                            f"data.sample_rate_hz={rate}"]) for rate in (8000, 16000)}
+    for config in configs.values():  # two data sets' worth: decoded audio, embeddings beside it, splits
+        prepare_cache(tones, config.data, progress=False)
+        (cache_folder(config.data) / "embeddings").mkdir()
+        (cache_folder(config.data) / "embeddings" / "aisfx.npy").write_bytes(b"\0" * 1000)
+        write_splits(items, split_folder(config), {})
+    assert split_folder(configs[8000]) != split_folder(configs[16000])
+    removed = api.clean(configs[8000])
+    assert sorted(folder for folder, _ in removed) == sorted([cache_folder(configs[8000].data),
+                                                              split_folder(configs[8000])])
+    assert all(size > 0 for _, size in removed)
+    assert not cache_folder(configs[8000].data).exists() and not split_folder(configs[8000]).exists()
+    assert (cache_folder(configs[16000].data) / "embeddings" / "aisfx.npy").is_file()
+    assert split_folder(configs[16000]).is_dir()
+    assert api.clean(configs[8000]) == []  # nothing of its own left
+    assert len(api.clean(configs[8000], everything=True)) == 2  # the other config's cache and splits
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "ws" / "splits").exists()

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,47 @@ def test_help_lists_every_command_quickly(tmp_path):
     assert check.stdout.strip() == "False"  # heavy imports wait for the command that needs them
 
 
+class NetworkCalled(BaseException):  # not an Exception: no retry loop catches it
+    pass
+
+
+def test_the_model_listing_asks_no_network(tmp_path, monkeypatch):
+    import socket
+
+    from earmark.models.registry import describe_models
+
+    def refuse(*args, **kwargs):
+        raise NetworkCalled(f"network asked for {args[:2]}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    rows = describe_models()
+    assert {"simple_cnn", "clap_audio", "hf_audio", "timm:<name>"} <= {row["name"] for row in rows}
+    monkeypatch.undo()
+    env = {key: value for key, value in os.environ.items() if key not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    started = time.monotonic()
+    listed = subprocess.run([sys.executable, "-m", "earmark", "models"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**env, "COLUMNS": "200"})
+    wall_s = time.monotonic() - started
+    assert listed.returncode == 0 and "clap_audio" in listed.stdout, listed.stderr[-2000:]
+    assert "huggingface.co" not in listed.stderr and "Retrying" not in listed.stderr, listed.stderr[-2000:]
+    assert wall_s < 20, f"{wall_s:.1f} s"  # the hub's retries alone took 46 s; a listing is an import of torch
+
+
+def test_hub_offline_makes_a_hub_model_fail_at_once():
+    from earmark.errors import EarmarkError
+    from earmark.models.registry import create_model
+    from earmark.models.weights import hub_offline
+
+    started = time.monotonic()
+    with hub_offline(), pytest.raises(EarmarkError, match="clap"):
+        create_model("clap_audio", 10, (1, 48000))
+    assert time.monotonic() - started < 15  # online retries: 23 s
+
+
 @pytest.mark.slow
 def test_models_command_lists_every_family_with_counts_and_weights(tmp_path):
-    result = earmark("models", cwd=tmp_path)
+    result = earmark("models", "--count", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in ("simple_cnn", "wave_cnn", "lite_cnn", "cnn14", "resnet18", "densenet121", "inception_v3",
                  "efficientnetv2_s", "timm:<name>", "cnn_gpt2", "wav2vec2", "ast", "personalized"):

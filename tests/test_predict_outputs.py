@@ -53,6 +53,18 @@ def test_timeline_only_when_asked_and_named_as_asked(tiny_run):
         api.predict(run, [clip], out / "x.csv", timeline_out=out / "y.csv")
 
 
+def test_a_run_where_every_input_fails_writes_no_timeline_file(tiny_run):
+    from earmark import api
+
+    base, run = tiny_run
+    junk, out = base / "junk.wav", base / "failed"
+    junk.write_bytes(b"junk")
+    for timeline_out in (out / "windows.csv", None):  # asked for, or the default beside --out
+        result = api.predict(run, [junk], out / "labels.csv", chunk_s=0.25, timeline_out=timeline_out)
+        assert len(result.bad_files) == 1 and result.timeline_path is None
+        assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_a_chunk_model_writes_no_timeline_unasked(tmp_path: Path):
     from earmark import api
 

@@ -20,8 +20,15 @@ import soundfile as sf
 from conftest import TONES_HZ, tone_clip
 from earmark import api
 from earmark.errors import EarmarkError
-from earmark.serve.app import create_app, load_model
-from earmark.serve.audio import ServeLimits
+from earmark.serve.app import ModelService, create_app, load_model
+from earmark.serve.audio import (
+    LONG_DECODE_SAMPLES,
+    AudioRequest,
+    DecodeSlots,
+    RequestError,
+    ServeLimits,
+    decode_encoded,
+)
 
 RATE_HZ = 8000
 
@@ -412,3 +419,87 @@ def test_slow_clients_and_compressed_long_audio_do_not_starve_good_requests(run_
             attack.join()
             for sock in uploads + headers:
                 sock.close()
+
+
+# --- limits on work: a pad/crop model decodes only its clip, long decodes take one of a few slots, the
+# header cap holds however the bytes arrive, and a client that goes away is one log line at most
+
+@pytest.fixture(scope="module")
+def service(run_dir):
+    return ModelService(load_model(run_dir, threads=1), ServeLimits(), "tones", str(run_dir))
+
+
+def long_flac(seconds: float, rate_hz: int, lead: np.ndarray) -> bytes:
+    """`lead` (at `rate_hz`) then silence up to `seconds`: a few hundred kB of FLAC, written in blocks."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", rate_hz, 1, format="FLAC") as out:
+        out.write(lead)
+        remaining = int(seconds * rate_hz) - len(lead)
+        while remaining > 0:
+            out.write(np.zeros(min(remaining, rate_hz * 4), np.float32))
+            remaining -= rate_hz * 4
+    return buffer.getvalue()
+
+
+def test_a_pad_model_decodes_only_its_clip_of_a_long_file(service):
+    from earmark.data.audio import resample
+
+    rate_hz = 384_000
+    lead = resample(tone_clip(TONES_HZ["high"], RATE_HZ, 0.5, 9), RATE_HZ, rate_hz)
+    flac = long_flac(149.0, rate_hz, lead)  # 57 M samples: just under the default cap
+    started = time.perf_counter()
+    answer = service.predict(AudioRequest(flac), 3)
+    elapsed_s = time.perf_counter() - started
+    assert answer["duration_s"] == pytest.approx(149.0, abs=0.01) and answer["sample_rate_hz"] == rate_hz
+    assert elapsed_s < 0.5, f"{elapsed_s:.2f} s: the whole file was decoded"  # decoding all of it takes seconds
+    full, _ = decode_encoded(flac, 600.0, RATE_HZ)  # the first clip is what a full decode gives
+    kept, _ = decode_encoded(flac, 600.0, RATE_HZ, keep_s=0.5)
+    assert len(kept) < 0.6 * RATE_HZ < len(full)
+    np.testing.assert_allclose(kept[:4000], full[:4000], atol=1e-5)
+    short = io.BytesIO()
+    sf.write(short, lead, rate_hz, format="WAV")
+    assert service.predict(AudioRequest(short.getvalue()), 3)["label"] == answer["label"]
+
+
+def test_long_decodes_take_a_slot_and_one_more_is_refused_at_once(service):
+    flac = long_flac(60.0, 48_000, np.zeros(48_000, np.float32))  # 2.9 M samples: a long decode
+    assert service.decode_slots.n_slots == 1
+    with service.decode_slots.hold(LONG_DECODE_SAMPLES + 1):  # another request's long decode is running
+        started = time.perf_counter()
+        with pytest.raises(RequestError) as refused:
+            service.timeline(AudioRequest(flac), 3, None, None)
+        assert refused.value.status_code == 503 and "long decode" in refused.value.detail
+        assert time.perf_counter() - started < 0.5
+        # a short request, or a long file for a pad model (only its clip is decoded), needs no slot
+        assert service.predict(AudioRequest(flac), 3)["duration_s"] == pytest.approx(60.0)
+    assert len(service.timeline(AudioRequest(flac), 3, None, None)["windows"]) == 120  # the slot is free again
+    slots = DecodeSlots(2)
+    with slots.hold(LONG_DECODE_SAMPLES + 1), slots.hold(LONG_DECODE_SAMPLES + 1):
+        with slots.hold(LONG_DECODE_SAMPLES):
+            pass
+        with pytest.raises(RequestError):
+            with slots.hold(LONG_DECODE_SAMPLES + 1):
+                pass
+
+
+def test_header_cap_holds_in_one_write_and_a_vanished_client_is_one_line(run_dir, tmp_path):
+    from earmark.serve.client import server_process
+
+    log = tmp_path / "serve.log"
+    with server_process(run_dir, options=["--threads", "1", "--log-level", "warning"], log_path=log) as url:
+        host, port = url.removeprefix("http://").split(":")
+        at_start = len(log.read_text())
+        with socket.create_connection((host, int(port)), timeout=5) as sock:  # 60 KB of headers in one write
+            padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(60))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + padding + b"\r\n")
+            assert sock.recv(100).startswith(b"HTTP/1.1 431 ")
+        for opening in (b"Content-Type: application/octet-stream\r\n",
+                        b"Content-Type: multipart/form-data; boundary=XX\r\n"):
+            with socket.create_connection((host, int(port)), timeout=5) as sock:  # gone mid-upload
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + opening + b"Content-Length: 100000\r\n\r\n"
+                             + b"--XX\r\n" + b"\0" * 5000)
+                time.sleep(0.3)
+        time.sleep(0.5)
+    text = log.read_text()[at_start:]
+    assert "Traceback" not in text and "ClientDisconnect" not in text, text[-3000:]
+    assert len(text.splitlines()) <= 1, text[-3000:]  # --log-level warning: no access log; at most one line

@@ -63,8 +63,9 @@ def inspect(config: ConfigLike = None, overrides: Sequence[str] = (), out_dir: s
     return _call("earmark.workflows.inspect:inspect_data", locals())
 
 
-def clean(config: ConfigLike = None, overrides: Sequence[str] = ()) -> int:
-    """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched."""
+def clean(config: ConfigLike = None, overrides: Sequence[str] = (), *, everything: bool = False) -> list:
+    """Remove the decoded cache (and its embeddings) and split folder `config` uses, or with `everything`
+    all of them; returns [(folder, bytes)] removed. Runs and the user's own files are never touched."""
     return _call("earmark.workflows.prepare:clean", locals())
 
 
@@ -77,7 +78,7 @@ def create_app(model: str | Path, *, max_upload_mb: float = 20.0, max_duration_s
 def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: int | None = None,
           log_level: str = "info", trust_checkpoint: bool = False, max_samples: int = 57_600_000,
-          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0) -> None:
+          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0, max_long_decodes: int = 1) -> None:
     """Serve `model` over HTTP with uvicorn until interrupted (limits: `earmark.serve.audio.ServeLimits`)."""
     return _call("earmark.serve.app:serve", locals())
 

@@ -13,9 +13,9 @@ from typing import Any, Literal, Optional, Sequence, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from earmark.config_messages import did_you_mean, error_origin, format_validation_error, parse_override
+from earmark.config_messages import did_you_mean, error_origin, format_validation_error, parse_override, read_yaml
 from earmark.errors import EarmarkError
-from earmark.files import AUDIO_EXTENSIONS
+from earmark.files import AUDIO_EXTENSIONS, MAX_RUN_NAME_BYTES
 
 DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
 METADATA_SUFFIXES = (".csv", ".tsv", ".txt")
@@ -290,6 +290,8 @@ class Config(Section):
     def _plain_folder_name(cls, name: Optional[str]) -> Optional[str]:  # the run folder stays inside runs_dir
         if name is not None and (name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0")):
             raise ValueError(f"must be a plain folder name inside runs_dir, without /, \\ or '..'; got {name!r}")
+        if name is not None and len(name.encode()) > MAX_RUN_NAME_BYTES:  # folder names stop at 255 bytes
+            raise ValueError(f"is {len(name.encode())} bytes; at most {MAX_RUN_NAME_BYTES} (a folder name: give a shorter one)")
         return name
 
     @model_validator(mode="after")
@@ -336,10 +338,7 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise EarmarkError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise EarmarkError(f"{path} is not valid YAML: {exc}") from None
+        loaded = read_yaml(path, "config file") or {}
         if not isinstance(loaded, dict):
             raise EarmarkError(f"{path} must hold a mapping of sections (data:, model:, ...), got {type(loaded).__name__}")
         tree, origin = loaded, str(path)

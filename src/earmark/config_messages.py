@@ -64,3 +64,53 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except yaml.YAMLError:
         value = raw
     return parts, value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping (PyYAML keeps the last, silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            seen = key in first_line
+        except TypeError:  # an unhashable key: the constructor below says so
+            continue
+        if seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first given on line "
+                                                    f"{first_line[key] + 1}): keep one", key_node.start_mark)
+        first_line[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str, origin: str) -> Any:
+    """YAML text → its value, as yaml.safe_load, but a duplicate key is refused; errors name `origin`."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise EarmarkError(f"{origin} is not valid YAML: {exc}") from None
+
+
+def read_text(path, what: str = "file") -> str:
+    """A text file as UTF-8, or one EarmarkError naming it (not found, unreadable, not UTF-8)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise EarmarkError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise EarmarkError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EarmarkError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                           f"save it as UTF-8") from None
+
+
+def read_yaml(path, what: str = "file") -> Any:
+    """A UTF-8 YAML file's value (`read_text`, then `parse_yaml`): every problem one EarmarkError naming it."""
+    return parse_yaml(read_text(path, what), str(path))

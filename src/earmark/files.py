@@ -16,6 +16,7 @@ from pathlib import Path
 from earmark.errors import EarmarkError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")  # what earmark decodes, everywhere
+MAX_RUN_NAME_BYTES = 200  # a run folder's name: file systems allow 255, the rest is for -cv, -tune, -1 suffixes
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -102,7 +102,18 @@ class RunDir:
         return load_config(self.config_file)
 
     def labels(self) -> list[str]:
-        return [str(label) for label in json.loads(self.labels_file.read_text())]
+        """The class names in class-id order; a damaged labels.json is one EarmarkError naming it."""
+        try:
+            labels = json.loads(self.labels_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EarmarkError(f"{self.labels_file} is missing: the run is incomplete (train it again)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise EarmarkError(f"{self.labels_file} is not a JSON list of class names ({type(exc).__name__}: "
+                               f"{str(exc)[:120]}); restore it from a copy of the run, or train again") from None
+        if not isinstance(labels, list) or not labels or not all(isinstance(x, (str, int)) for x in labels):
+            raise EarmarkError(f"{self.labels_file} must hold a JSON list of class names; restore it from a copy "
+                               f"of the run, or train again")
+        return [str(label) for label in labels]
 
     def write_labels(self, labels: list[str]) -> None:
         self.labels_file.write_text(json.dumps(list(labels), indent=1))

@@ -205,30 +205,40 @@ def inspect(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
 
 
 @app.command()
-def clean(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False)) -> None:
-    """Remove decoded caches and generated splits (runs are kept)."""
+def clean(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
+          everything: bool = typer.Option(False, "--all", help="every cache under data.cache_dir and every split "
+                                          "folder under workspace/splits, not only the config's")) -> None:
+    """Remove the decoded cache (with its embeddings) and splits a config uses; --all: all of them (runs are kept)."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    freed = api.clean(config, overrides)
-    make_console().print(f"removed caches and splits ({freed / 1e6:.1f} MB)")
+    removed = api.clean(config, overrides, everything=everything)
+    console = make_console()
+    for folder, size in removed:
+        console.print(f"removed {folder} ({size / 1e6:.1f} MB)", markup=False)
+    total = sum(size for _, size in removed)
+    console.print(f"{len(removed)} folder(s) removed, {total / 1e6:.1f} MB freed" if removed else
+                  "nothing to remove" + ("" if everything else " for this config (--all: every cache and split)"))
 
 
 @app.command()
-def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="also list each model's parameters")) -> None:
-    """List the registered models: input, parameter count, pretrained weights."""
+def models(verbose: bool = typer.Option(False, "--verbose", "-v", help="also list each model's parameters"),
+           count: bool = typer.Option(False, "--count", help="also build each model to count its parameters "
+                                      "(seconds; offline: no network is asked)")) -> None:
+    """List the registered models: input, pretrained weights (and parameter counts with --count)."""
     from rich.table import Table
 
     from earmark.models.registry import DEFAULT_INPUT_SHAPES, describe_models
 
-    table = Table(caption="parameters counted for 10 classes at "
-                          + ", ".join(f"{k} {v}" for k, v in DEFAULT_INPUT_SHAPES.items()))
-    columns = ["name", "input", "parameters", "pretrained weights", "description"]
+    caption = ("parameters counted for 10 classes at " + ", ".join(f"{k} {v}" for k, v in DEFAULT_INPUT_SHAPES.items())
+               if count else "--count adds each model's parameter count")
+    table = Table(caption=caption)
+    columns = ["name", "input"] + (["parameters"] if count else []) + ["pretrained weights", "description"]
     for column in columns + (["model.params"] if verbose else []):
         table.add_column(column)
-    for row in describe_models():
-        count = f"{row['parameters'] / 1e6:.2f} M" if row["parameters"] is not None else "-"
-        cells = [row["name"], row["input"], count, row["pretrained"], row["description"]]
+    for row in describe_models(count_parameters=count):
+        counted = [f"{row['parameters'] / 1e6:.2f} M" if row["parameters"] is not None else "-"] if count else []
+        cells = [row["name"], row["input"], *counted, row["pretrained"], row["description"]]
         if verbose:
             cells.append(", ".join(f"{k}={v}" for k, v in row["params"].items()))
         table.add_row(*cells)
@@ -248,6 +258,8 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
           upload_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request body to arrive (408 after)"),
           header_timeout_s: float = typer.Option(10.0, min=0.01, help="time for a request's headers to arrive "
                                                  "(the connection is closed after)"),
+          max_long_decodes: int = typer.Option(1, min=1, help="decodes of over 30 s of 48 kHz audio at once "
+                                               "(503 for one more; a pad/crop model decodes only its clip)"),
           threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for inference (default: the "
                                                 "runtime's)"),
           log_level: str = typer.Option("info", help="uvicorn's log level; warning drops the access log"),
@@ -258,7 +270,7 @@ def serve(model: Path = typer.Argument(..., help="a run directory, a .ckpt or a 
     api.serve(model, host=host, port=port, max_upload_mb=max_upload_mb, max_duration_s=max_duration_s,
               request_timeout_s=request_timeout_s, threads=threads, log_level=log_level,
               trust_checkpoint=trust_checkpoint, max_samples=max_samples, upload_timeout_s=upload_timeout_s,
-              header_timeout_s=header_timeout_s)
+              header_timeout_s=header_timeout_s, max_long_decodes=max_long_decodes)
 
 
 @app.command()
@@ -355,11 +367,22 @@ def _command():
     return command
 
 
+# what the light install (README, *Deploy without PyTorch*) leaves out: a command that needs it says so
+FULL_INSTALL_MODULES = {"torch", "torchaudio", "lightning", "transformers", "timm", "sklearn", "scipy", "matplotlib",
+                        "onnx", "onnxscript", "safetensors", "optuna", "yt_dlp", "gdown", "tensorboard"}
+
+
 def main() -> None:
     try:
         _command()(standalone_mode=True)
     except EarmarkError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in FULL_INSTALL_MODULES:
+            raise
+        print(f"error: this command needs {exc.name}, which the light (predict and serve) install leaves out: "
+              f"install the full earmark (`pip install .` in a clone) for it", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted; everything already cached is kept", file=sys.stderr)

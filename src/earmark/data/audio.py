@@ -12,6 +12,7 @@ Only `decode` and `load_segments` touch the disk. Shapes:
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import soundfile as sf
@@ -44,7 +45,7 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """Read a WAV/FLAC/OGG/MP3 file as float32 `(n_samples, n_channels)` (nominally in [-1, 1]) and its rate in Hz."""
     path = os.fspath(path)  # os.path, not pathlib: this runs for every file of a data set
     if not os.path.isfile(path):
-        raise AudioError("file not found")
+        raise AudioError(_not_a_file(path))
     suffix = extension(path)
     if suffix not in AUDIO_EXTENSIONS:
         shown = suffix or "(no extension)"
@@ -60,6 +61,19 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     if not np.isfinite(audio).all():
         raise AudioError("contains NaN or infinite samples")
     return audio, int(rate_hz)
+
+
+def _not_a_file(path: str) -> str:
+    """Why `path` (not a regular file) cannot be read: missing, a link to nothing, a folder, a FIFO, ..."""
+    if not os.path.lexists(path):
+        return "file not found"
+    if not os.path.exists(path):
+        return "dangling symlink (the target does not exist)"
+    mode = os.stat(path).st_mode
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kind = next((name for test, name in kinds if test(mode)), "special file")
+    return f"{kind}, not a regular file"
 
 
 def _decode_failure(path: str, suffix: str, error: str) -> str:

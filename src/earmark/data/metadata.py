@@ -32,6 +32,13 @@ SPLIT_ALIASES = {
     "test": "test", "testing": "test", "eval": "test", "evaluation": "test",
 }
 DELIMITERS = (",", "\t", ";", "|")
+LINE_NUMBERS = "line_numbers"  # read_metadata's `attrs` key: each row's line in the file
+
+
+def csv_line(meta: pd.DataFrame, row: int) -> int:
+    """The line of `read_metadata`'s row `row` (its index label) in the file."""
+    lines = meta.attrs.get(LINE_NUMBERS)
+    return lines[row] if lines is not None else row + 2
 
 
 def read_path_list(csv_path: Path, group_columns: Sequence[str] = ()) -> tuple[list[str], Optional[pd.Series]]:
@@ -76,6 +83,10 @@ def read_metadata(csv_path: Path) -> pd.DataFrame:
         raise EarmarkError(f"metadata file {csv_path} could not be read as a {kind} ({reason}); check that "
                            "every row has as many fields as the header") from None
     meta.columns = [str(c).strip() for c in meta.columns]
+    # the file's line of each row: pandas skips blank (and whitespace-only) lines, so the row number is not it
+    lines = [number for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if len(lines) == len(meta) + 1:  # else a quoted field spans lines: row numbers are the best there is
+        meta.attrs[LINE_NUMBERS] = lines[1:]
     if meta.empty:
         raise EarmarkError(f"metadata file {csv_path} has a header ({', '.join(meta.columns)}) but no rows; "
                            "add one row per audio file")

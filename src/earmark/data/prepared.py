@@ -38,10 +38,15 @@ class PreparedData:
         return class_ids(self.items.loc[self.items["split"] == split, "label"], self.labels)
 
 
+def split_folder(config: Config) -> Path:
+    """Where `config`'s splits, bad_files.csv and ignored_files.csv are written."""
+    return config.workspace / "splits" / config.split_key()
+
+
 def prepare_data(config: Config, *, strict: bool = False, progress: bool = True) -> PreparedData:
     """Read metadata, decode what is not cached yet (bad_files.csv and ignored_files.csv beside the
     splits), assign and write splits. `progress`: draw the decode bar and print the data summary."""
-    split_dir = config.workspace / "splits" / config.split_key()
+    split_dir = split_folder(config)
     items, labels, cache = decode_items(config, split_dir, strict=strict, progress=progress)
     items = assign_splits(items, config.split, config.seed)
     return with_splits(items, labels, cache, split_dir, config.split.group_by)
@@ -101,7 +106,8 @@ def summary_lines(cache: DecodedCache, report_dir: Path | None) -> list[str]:
         lines.append(f"{name} files{where}:")
         reasons = table["reason"]
         if name == "bad":  # "cannot decode: <details>" -> "cannot decode"
-            reasons = reasons.str.replace(r"\s*\(.*$", "", regex=True).str.split(": ").str[0]
+            # a trailing "(...)" only: "unsupported format '(no extension)' (supported: ...)" keeps its name
+            reasons = reasons.str.replace(r"\s+\([^()]*\)$", "", regex=True).str.split(": ").str[0]
         lines += [f"  {count:>6}  {reason}" for reason, count in reasons.value_counts().items()]
     return lines
 

@@ -35,6 +35,7 @@ from earmark.data.metadata import (
     STANDARD_COLUMNS,
     absolute_paths,
     as_text,
+    csv_line,
     normalise_splits,
     read_metadata,
     resolve_columns,
@@ -48,6 +49,7 @@ DANGLING_LINKS = "dangling symlinks (the target does not exist)"
 NOT_REGULAR = "not regular files (FIFOs, sockets, devices)"
 NO_PATH = "CSV rows without a path (empty or blank)"
 NO_LABEL = "CSV rows without a label (empty or blank)"
+BLANK_FOLDERS = "class folders with a blank name (only spaces): no label"
 REPEATED = "repeated CSV rows (same file, same label)"
 SIDECAR_EXTENSIONS = frozenset({".txt", ".csv", ".tsv", ".md", ".json", ".yaml", ".yml"})
 FSDD_NAME = re.compile(r"^(?P<digit>\d+)_(?P<speaker>[^_]+)_(?P<take>\d+)\.wav$", re.IGNORECASE)
@@ -179,6 +181,8 @@ def _visible_entries(folder: Path, info: SourceInfo) -> tuple[list[Path], list[s
         path = os.path.abspath(entry.path)
         if entry.name.startswith("."):
             info.leave_out(HIDDEN, path)
+        elif entry.is_dir() and not entry.name.strip():  # a CSV row with such a label is left out too
+            info.leave_out(BLANK_FOLDERS, path)
         elif entry.is_dir():
             dirs.append(Path(entry.path))
         elif entry.is_file():
@@ -298,8 +302,8 @@ def _table_from_metadata(csv_path: Path, explicit: ColumnMap, audio_root: Path, 
             columns["split"] = None
     missing_path = _blank(meta[columns["path"]])
     missing_label = _blank(meta[columns["label"]]) & ~missing_path  # "  " is no label: left out, not a crash
-    info.ignored[NO_PATH] = [f"{csv_path} line {i + 2}" for i in meta.index[missing_path]]
-    info.ignored[NO_LABEL] = [f"{csv_path} line {i + 2}" for i in meta.index[missing_label]]
+    info.ignored[NO_PATH] = [f"{csv_path} line {csv_line(meta, i)}" for i in meta.index[missing_path]]
+    info.ignored[NO_LABEL] = [f"{csv_path} line {csv_line(meta, i)}" for i in meta.index[missing_label]]
     meta = meta[~missing_path & ~missing_label]
     relative = relative_paths(meta, columns) if relative_paths else meta[columns["path"]].astype("str")
     table = pd.DataFrame(index=meta.index)

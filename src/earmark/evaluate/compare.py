@@ -18,7 +18,7 @@ import pandas as pd
 from earmark.errors import EarmarkError
 from earmark.evaluate.paired_stats import BOOTSTRAP_RESAMPLES, SIGNIFICANCE_LEVEL, mcnemar_exact, paired_bootstrap
 from earmark.evaluate.predictions import PROBABILITY_PREFIX, read_predictions
-from earmark.rundir import LABELS_FILE, METRICS_FILE
+from earmark.rundir import LABELS_FILE, METRICS_FILE, RunDir
 
 
 @dataclass
@@ -58,7 +58,7 @@ def load_scored_run(folder: str | Path) -> ScoredRun:
     labels = [column[len(PROBABILITY_PREFIX):] for column in table.columns if column.startswith(PROBABILITY_PREFIX)]
     labels_json = folder / LABELS_FILE
     if not labels and labels_json.is_file():
-        labels = [str(label) for label in json.loads(labels_json.read_text())]
+        labels = RunDir(folder).labels()
     if "start_s" in table:
         start = table["start_s"].round(6).astype(str)
     else:  # unchunked clips: one row per path (a repeated path is told apart by its order)

@@ -144,17 +144,23 @@ def create_model(name: str, n_classes: int, input_shape: tuple[int, ...], **para
 DEFAULT_INPUT_SHAPES = {"spectrogram": (1, 64, 101), "waveform": (1, 16000)}
 
 
-def describe_models(n_classes: int = 10) -> list[dict[str, Any]]:
-    """One row per registered model and family: input, parameter count at the default input, pretrained source."""
+def describe_models(n_classes: int = 10, count_parameters: bool = False) -> list[dict[str, Any]]:
+    """One row per registered model and family: input, pretrained source, and with `count_parameters`
+    the parameter count at the default input (each model is built, seconds in all, with the hub offline:
+    a model whose config is not in the local cache says so instead of waiting on the network)."""
+    from earmark.models.weights import hub_offline
+
     rows = []
     for entry in list_models():
-        try:
-            model = create_model(entry.name, n_classes, DEFAULT_INPUT_SHAPES[entry.input_kind])
-            n_params = sum(p.numel() for p in model.parameters())
-        except EarmarkError as exc:  # a model that needs settings to build says so in the listing
-            n_params = None
-            entry = ModelEntry(entry.name, entry.builder, entry.input_kind, f"{entry.description} ({exc})",
-                               entry.pretrained, entry.needs_groups, entry.sample_rate_hz)
+        n_params = None
+        if count_parameters:
+            try:
+                with hub_offline():
+                    model = create_model(entry.name, n_classes, DEFAULT_INPUT_SHAPES[entry.input_kind])
+                n_params = sum(p.numel() for p in model.parameters())
+            except EarmarkError as exc:  # a model that needs settings (or the hub) to build says so
+                entry = ModelEntry(entry.name, entry.builder, entry.input_kind, f"{entry.description} ({exc})",
+                                   entry.pretrained, entry.needs_groups, entry.sample_rate_hz)
         rows.append({"name": entry.name, "input": entry.input_kind, "parameters": n_params,
                      "pretrained": entry.pretrained or "no", "description": entry.description,
                      "params": entry.param_defaults(), "needs_groups": entry.needs_groups})

@@ -8,12 +8,28 @@ silently random weights.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 from earmark.errors import EarmarkError
 
 T = TypeVar("T")
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """The Hugging Face hub in offline mode within the block, as HF_HUB_OFFLINE=1 would make it: what
+    is not in the local cache fails at once instead of after the hub's retries (a listing must not wait
+    on the network). huggingface_hub reads the setting from `constants` at each request."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def load_pretrained(fetch: Callable[[], T], *, model: str, source: str, how_to_supply: str) -> T:

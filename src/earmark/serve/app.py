@@ -23,11 +23,11 @@ import numpy as np
 from earmark.errors import EarmarkError
 from earmark.predict.files import UNKNOWN, Windows, top_labels, window_probabilities
 from earmark.rundir import CHECKPOINTS_DIR
-from earmark.serve.audio import AudioRequest, RequestError, ServeLimits, decode_encoded, decode_pcm
+from earmark.serve.audio import AudioRequest, DecodeSlots, RequestError, ServeLimits, decode_encoded, decode_pcm
+from earmark.serve.http import MAX_HEADER_BYTES
 
 WINDOW_BATCH = 64  # windows predicted at once: bounds memory for long recordings
 KEEP_ALIVE_S = 5.0  # an idle keep-alive connection is closed after this
-MAX_HEADER_BYTES = 16 * 1024  # request line + headers; larger is refused (uvicorn's h11 option)
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 
 
@@ -40,19 +40,27 @@ class ModelService:
     model_name: str
     model_path: str
     started_s: float = field(default_factory=time.monotonic)
+    decode_slots: Optional[DecodeSlots] = None  # made from limits.max_long_decodes
+
+    def __post_init__(self) -> None:
+        self.decode_slots = self.decode_slots or DecodeSlots(self.limits.max_long_decodes)
 
     @property
     def reject_threshold(self) -> float:
         return float(getattr(self.predictor, "reject_threshold", 0.0) or 0.0)
 
-    def decode(self, request: AudioRequest, deadline: float = float("inf")) -> tuple[np.ndarray, dict[str, Any]]:
-        """(n,) float32 at the model's rate, and what the response says about the input; at most
-        `limits.max_samples` decoded, and decoding stops once `deadline` has passed."""
+    def decode(self, request: AudioRequest, deadline: float = float("inf"),
+               keep_s: Optional[float] = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """(n,) float32 at the model's rate (only the first `keep_s` seconds when given), and what the
+        response says about the input; at most `limits.max_samples` decoded, a long decode only in one
+        of the decode slots, and decoding stops once `deadline` has passed."""
         limits, model_rate_hz = self.limits, self.predictor.contract.sample_rate_hz
         if request.pcm:
             return decode_pcm(request.data, request.rate_hz, request.sample_format, request.channels,
-                              limits.max_duration_s, model_rate_hz, limits.max_samples, deadline)
-        return decode_encoded(request.data, limits.max_duration_s, model_rate_hz, limits.max_samples, deadline)
+                              limits.max_duration_s, model_rate_hz, limits.max_samples, deadline, keep_s,
+                              self.decode_slots)
+        return decode_encoded(request.data, limits.max_duration_s, model_rate_hz, limits.max_samples, deadline,
+                              keep_s, self.decode_slots)
 
     def _window_probabilities(self, wave: np.ndarray, windows: Windows, deadline: float) -> tuple[np.ndarray,
                                                                                                   np.ndarray]:
@@ -89,8 +97,9 @@ class ModelService:
         from earmark.data.audio import fit_length
 
         contract = self.predictor.contract
-        wave, info = self.decode(request, deadline)
         windows = Windows.for_contract(contract, None, None)
+        # a pad/crop model hears the first clip of a file: decode only that
+        wave, info = self.decode(request, deadline, keep_s=contract.duration_s if windows is None else None)
         if windows is None:
             clip = fit_length(wave, contract.n_samples, contract.clip)  # (1, n_samples)
             probabilities = np.asarray(self.predictor.predict_waves(clip), dtype=np.float64)
@@ -133,7 +142,8 @@ class ModelService:
                 "limits": {"max_upload_bytes": limits.max_upload_bytes, "max_duration_s": limits.max_duration_s,
                            "request_timeout_s": limits.request_timeout_s, "max_concurrent": limits.max_concurrent,
                            "max_pending": limits.max_pending, "max_windows": limits.max_windows,
-                           "max_samples": limits.max_samples, "upload_timeout_s": limits.upload_timeout_s,
+                           "max_samples": limits.max_samples, "max_long_decodes": limits.max_long_decodes,
+                           "upload_timeout_s": limits.upload_timeout_s,
                            "header_timeout_s": limits.header_timeout_s}}
 
 
@@ -272,10 +282,11 @@ def create_app_from_options(model: str | Path, *, max_upload_mb: float = 20.0, m
 def serve(model: str | Path, *, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20.0,
           max_duration_s: float = 600.0, request_timeout_s: float = 30.0, threads: Optional[int] = None,
           log_level: str = "info", trust_checkpoint: bool = False, max_samples: int = 57_600_000,
-          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0) -> None:
+          upload_timeout_s: float = 10.0, header_timeout_s: float = 10.0, max_long_decodes: int = 1) -> None:
     """`earmark.api.serve`: serve `model` with uvicorn until interrupted, its limits given in the CLI's units."""
     limits = ServeLimits.from_options(max_upload_mb, max_duration_s, request_timeout_s, max_samples=max_samples,
-                                      upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s)
+                                      upload_timeout_s=upload_timeout_s, header_timeout_s=header_timeout_s,
+                                      max_long_decodes=max_long_decodes)
     run_server(model, host, port, limits, threads=threads, log_level=log_level, trust_checkpoint=trust_checkpoint)
 
 

@@ -8,15 +8,22 @@ mono float32 at the model's rate out. Torch-free and web-framework-free; every r
 info = {duration_s, sample_rate_hz, channels} of the audio as sent. Audio is mixed to mono and
 resampled block by block as it is read, so a request never holds more than the model-rate result
 and one block: a small FLAC of many channels at a high rate cannot make gigabytes of samples.
+
+`keep_s` decodes only the first seconds, what a pad/crop model hears of a file (its clip, plus a few
+milliseconds for the resampler), so a long file costs such a model no more than a short one. A decode
+of more than LONG_DECODE_SAMPLES takes one of `DecodeSlots`' few slots, or is refused with 503 at
+once: long decodes cannot occupy every inference thread, so short requests keep their latency.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -28,6 +35,8 @@ MAX_RATE_HZ = 384_000  # the highest rate real audio interfaces record
 MAX_CHANNELS = 64
 DECODE_BLOCK_FRAMES = 65536  # frames read, mixed and resampled at a time
 ENCODED_FORMATS = "WAV, FLAC, OGG or MP3"
+KEEP_MARGIN_S = 0.05  # decoded past `keep_s`: the resampler's filter needs a little of what follows
+LONG_DECODE_SAMPLES = 30 * 48_000  # frames x channels: more (30 s of 48 kHz mono) is a long decode
 
 
 @dataclass(frozen=True)
@@ -64,12 +73,13 @@ class ServeLimits:
     # decoded samples (frames x channels) one request may cost, checked from the header before decoding:
     # a few MB of FLAC can hold ten minutes at 384 kHz. Default: 600 s of stereo at 48 kHz
     max_samples: int = 57_600_000
+    max_long_decodes: int = 1  # decodes of more than LONG_DECODE_SAMPLES at once; one more gets 503
     upload_timeout_s: float = 10.0  # the body must arrive within this (408 after); uploading holds no slot
     header_timeout_s: float = 10.0  # request line and headers must arrive within this, or the connection closes
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_duration_s", "request_timeout_s", "max_concurrent", "max_pending",
-                     "max_windows", "max_samples", "upload_timeout_s", "header_timeout_s"):
+                     "max_windows", "max_samples", "max_long_decodes", "upload_timeout_s", "header_timeout_s"):
             value = getattr(self, name)
             if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
                 raise EarmarkError(f"serve limit {name} must be a positive number; got {value!r}")
@@ -82,6 +92,45 @@ class ServeLimits:
             raise EarmarkError(f"--max-upload-mb must be positive; got {max_upload_mb!r}")
         return cls(max_upload_bytes=int(max_upload_mb * 2**20), max_duration_s=float(max_duration_s),
                    request_timeout_s=float(request_timeout_s), **others)
+
+
+class DecodeSlots:
+    """At most `n_slots` long decodes (over LONG_DECODE_SAMPLES) at once, across all inference threads.
+
+    One more is refused with 503 at once rather than queued: a waiting decode would hold an inference
+    thread, and the point is that short requests always find one free."""
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        self._slots = threading.BoundedSemaphore(n_slots)
+
+    @contextmanager
+    def hold(self, n_samples: float) -> Iterator[None]:
+        if n_samples <= LONG_DECODE_SAMPLES:
+            yield
+            return
+        if not self._slots.acquire(blocking=False):
+            raise RequestError(503, "server busy", f"{self.n_slots} long decode(s) (over {LONG_DECODE_SAMPLES} "
+                                                   f"samples) already running; retry shortly, or send a shorter "
+                                                   f"excerpt or a lower sample rate")
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+def _keep_frames(keep_s: float | None, rate_hz: int) -> float:
+    """Frames of the input that hold the first `keep_s` seconds, and the resampler's margin; inf for all."""
+    return math.inf if keep_s is None else math.ceil((keep_s + KEEP_MARGIN_S) * rate_hz)
+
+
+@contextmanager
+def _slot(slots: DecodeSlots | None, n_samples: float) -> Iterator[None]:
+    if slots is None:
+        yield
+    else:
+        with slots.hold(n_samples):
+            yield
 
 
 def check_rate(rate_hz: int | None, what: str) -> int:
@@ -135,12 +184,14 @@ def _info(n_frames: int, rate_hz: int, channels: int) -> dict[str, Any]:
 
 
 def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int, max_samples: float = math.inf,
-                   deadline: float = math.inf) -> tuple[np.ndarray, dict[str, Any]]:
+                   deadline: float = math.inf, keep_s: float | None = None,
+                   slots: DecodeSlots | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """An encoded file's bytes → (n,) float32 mono at `model_rate_hz`, and what was sent (see the module).
 
     The header's length and rate are checked before anything is decoded, and at most `max_duration_s`
     (plus one frame) is ever read, so a header that lies about its length cannot exhaust memory; nor more
-    than `max_samples` (frames x channels), so a small, highly compressed file cannot cost seconds of CPU.
+    than `max_samples` (frames x channels), so a small, highly compressed file cannot cost seconds of CPU;
+    with `keep_s`, only its first `keep_s` seconds are read.
     """
     import soundfile as sf
 
@@ -153,8 +204,13 @@ def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int, max_s
             if audio_file.frames > 0:
                 _check_duration(audio_file.frames, rate_hz, max_duration_s, channels, max_samples)
             max_frames = int(min(math.ceil(max_duration_s * rate_hz), max_samples // channels))
-            blocks = audio_file.blocks(DECODE_BLOCK_FRAMES, frames=max_frames + 1, dtype="float32", always_2d=True)
-            wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
+            kept = _keep_frames(keep_s, rate_hz)
+            n_read = int(min(max_frames + 1, kept))  # one frame over the cap shows a header that lied
+            with _slot(slots, min(n_read, audio_file.frames if audio_file.frames > 0 else math.inf) * channels):
+                blocks = audio_file.blocks(DECODE_BLOCK_FRAMES, frames=n_read, dtype="float32", always_2d=True)
+                wave, n_frames = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
+            if n_frames >= kept and audio_file.frames > n_frames:  # the rest was not read: its length is the header's
+                n_frames = audio_file.frames
     except sf.LibsndfileError as exc:
         raise RequestError(415, "cannot decode the audio",
                            f"{exc.error_string.rstrip('.')}; send {ENCODED_FORMATS}, or raw PCM as "
@@ -166,9 +222,10 @@ def decode_encoded(data: bytes, max_duration_s: float, model_rate_hz: int, max_s
 
 
 def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: int, max_duration_s: float,
-               model_rate_hz: int, max_samples: float = math.inf,
-               deadline: float = math.inf) -> tuple[np.ndarray, dict[str, Any]]:
-    """Raw interleaved little-endian PCM → (n,) float32 mono at `model_rate_hz`, and what was sent."""
+               model_rate_hz: int, max_samples: float = math.inf, deadline: float = math.inf,
+               keep_s: float | None = None, slots: DecodeSlots | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Raw interleaved little-endian PCM → (n,) float32 mono at `model_rate_hz`, and what was sent
+    (with `keep_s`: its first `keep_s` seconds only)."""
     if sample_format not in PCM_FORMATS:
         raise RequestError(422, "unsupported PCM format",
                            f"format is {sample_format!r}; allowed: {', '.join(PCM_FORMATS)}")
@@ -183,6 +240,9 @@ def decode_pcm(data: bytes, rate_hz: int | None, sample_format: str, channels: i
     n_frames = len(data) // frame_bytes
     _check_duration(n_frames, rate_hz, max_duration_s, channels, max_samples)
     step = DECODE_BLOCK_FRAMES * frame_bytes
-    blocks = (pcm_to_float(data[start:start + step], sample_format, channels) for start in range(0, len(data), step))
-    wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
+    n_read = int(min(n_frames, _keep_frames(keep_s, rate_hz)))
+    used = data[:n_read * frame_bytes]
+    blocks = (pcm_to_float(used[start:start + step], sample_format, channels) for start in range(0, len(used), step))
+    with _slot(slots, n_read * channels):
+        wave, _ = _model_rate_mono(blocks, rate_hz, model_rate_hz, deadline)
     return wave, _info(n_frames, rate_hz, channels)

@@ -37,14 +37,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextmanager
 def server_process(model: str | Path, *, host: str = "127.0.0.1", port: int | None = None,
-                   options: Sequence[str] = (), startup_timeout_s: float = 120.0) -> Iterator[str]:
+                   options: Sequence[str] = (), startup_timeout_s: float = 120.0,
+                   log_path: str | Path | None = None) -> Iterator[str]:
     """`python -m earmark serve MODEL` in a subprocess; yields its base URL once /health answers, and
-    always stops it afterwards (terminate, then kill after 10 s)."""
+    always stops it afterwards (terminate, then kill after 10 s). Its output goes to `log_path` when
+    given, else to a temporary file."""
     import httpx
 
     port = port or free_port(host)
     command = [sys.executable, "-m", "earmark", "serve", str(model), "--host", host, "--port", str(port), *options]
-    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a chatty server can never block on it
+    # a file, not a pipe: a chatty server can never block on it
+    with (open(log_path, "w+") if log_path else tempfile.TemporaryFile("w+")) as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         url = f"http://{host}:{port}"
         try:

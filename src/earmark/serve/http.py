@@ -12,7 +12,9 @@ from typing import Any, Optional
 from earmark.serve.audio import AudioRequest, RequestError
 
 LOG = logging.getLogger("earmark.serve")
+SERVER_LOG = logging.getLogger("uvicorn.error")  # uvicorn's own log: shown from --log-level info
 FILE_FIELD = "file"
+MAX_HEADER_BYTES = 16 * 1024  # request line + headers; larger is refused, however the bytes arrive
 
 
 def error_response(status_code: int, error: str, detail: Any = None):
@@ -21,13 +23,23 @@ def error_response(status_code: int, error: str, detail: Any = None):
     return JSONResponse({"error": error, "detail": detail}, status_code=status_code)
 
 
+def header_bytes(scope) -> int:
+    """The size of a request's line and headers as sent (`METHOD target HTTP/1.1`, `name: value` lines)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string") or b"") + 1
+    return len(scope["method"]) + target + 11 + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
 class UploadLimit:
     """ASGI middleware: refuses a body over `max_bytes` with 413 before reading it when Content-Length
-    says so, and otherwise stops reading (RequestError 413) as soon as the streamed body passes the cap."""
+    says so, and otherwise stops reading (RequestError 413) as soon as the streamed body passes the cap.
 
-    def __init__(self, app, max_bytes: int) -> None:
+    It also refuses (431) a request line and headers over `max_header_bytes`: uvicorn's h11 option
+    bounds only headers that arrive in pieces, not ones sent in one write."""
+
+    def __init__(self, app, max_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_header_bytes = max_header_bytes
 
     def _too_large(self, size: str) -> RequestError:
         return RequestError(413, "upload too large", f"{size}; the limit is {self.max_bytes} bytes "
@@ -36,6 +48,11 @@ class UploadLimit:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if (size := header_bytes(scope)) > self.max_header_bytes:
+            await error_response(431, "request headers too large",
+                                 f"{size} bytes of request line and headers; the limit is "
+                                 f"{self.max_header_bytes}")(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
@@ -96,7 +113,20 @@ async def read_audio_request(request, rate_hz: Optional[int], sample_format: Opt
     - multipart/form-data: an encoded file (WAV/FLAC/OGG/MP3) in the field `file`;
     - application/octet-stream with ?rate_hz= (and format=s16le|s32le|f32le, channels=1): raw PCM;
     - application/octet-stream without rate_hz, or audio/*: an encoded file as the whole body.
+
+    A client that goes away mid-upload is logged in one line (uvicorn's log, from --log-level info).
     """
+    from starlette.requests import ClientDisconnect
+
+    try:
+        return await _read_audio(request, rate_hz, sample_format, channels)
+    except ClientDisconnect:
+        SERVER_LOG.info("%s %s: the client disconnected during the upload", request.method, request.url.path)
+        raise RequestError(400, "client disconnected", "the body did not arrive in full") from None
+
+
+async def _read_audio(request, rate_hz: Optional[int], sample_format: Optional[str],
+                      channels: Optional[int]) -> AudioRequest:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     pcm_asked = rate_hz is not None or sample_format is not None or channels is not None
     if content_type == "multipart/form-data":

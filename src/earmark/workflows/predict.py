@@ -47,7 +47,7 @@ def predict(run: str | Path, inputs: Sequence[str | Path], out: str | Path | Non
         result.files.to_csv(out, index=False)
     if timeline_out is None and out is not None and chunk_s is not None:
         timeline_out = Path(out).with_name(Path(out).stem + "_timeline.csv")
-    if timeline_out is not None:
+    if timeline_out is not None and len(result.timeline):  # no windows: no empty file either
         result.timeline_path = Path(timeline_out)
         result.timeline_path.parent.mkdir(parents=True, exist_ok=True)
         result.timeline.to_csv(result.timeline_path, index=False)

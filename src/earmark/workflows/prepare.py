@@ -20,10 +20,17 @@ def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] 
     return prepared
 
 
-def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> int:
-    """Remove decoded caches and generated splits; returns bytes freed. Runs are never touched, and only
+def clean(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *,
+          everything: bool = False) -> list[tuple[Path, int]]:
+    """Remove what `config` uses: its decoded cache (with the embeddings cached beside it) and its split
+    folder; with `everything`, every cache under data.cache_dir and every split folder under
+    workspace/splits. Returns (folder, bytes) per folder removed. Runs are never touched, and only
     folders earmark marked as its own are deleted (see `earmark.data.clean`)."""
-    from earmark.data.clean import clean_cache, clean_splits
+    from earmark.data.cache import cache_folder
+    from earmark.data.clean import clean_cache, clean_for, clean_splits
+    from earmark.data.prepared import split_folder
 
     config = as_config(config, overrides)
-    return clean_cache(config.data.cache_dir) + clean_splits(config.workspace / "splits")
+    if everything:
+        return clean_cache(config.data.cache_dir) + clean_splits(config.workspace / "splits")
+    return clean_for(cache_folder(config.data), split_folder(config))

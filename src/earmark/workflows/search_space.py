@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
 from earmark.config import Config
+from earmark.config_messages import parse_yaml, read_text
 from earmark.errors import EarmarkError
 
 RANGE_KEYS = {"low", "high", "log", "step"}
@@ -119,16 +118,13 @@ def read_space_file(path: Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise EarmarkError(f"search space file not found: {path}")
-    return path.read_text()
+    return read_text(path, "search space file")
 
 
 def space_params(text: str, origin: Path, base: Config) -> list[SearchParam]:
     """The space from a space file's text: YAML shape, ranges, and that every candidate value makes a
     valid config (unknown keys, types, bounds and model parameters are named with `origin`, the file)."""
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise EarmarkError(f"{origin} is not valid YAML: {exc}") from None
+    tree = parse_yaml(text, str(origin))
     params = parse_space(tree, str(origin))
     for param in params:
         for value in param.candidates():
