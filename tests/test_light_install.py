@@ -2,14 +2,17 @@
 `earmark --help`, `earmark predict model.onnx` (and a run folder with a current export) and `earmark serve
 model.onnx` work.
 
-The light list (README, *Deploy without PyTorch*): `pip install --no-deps earmark` plus onnxruntime numpy
-pandas soundfile soxr typer rich pydantic PyYAML fastapi uvicorn python-multipart. Every other
-dependency in pyproject.toml is blocked here, so an import of one on these paths fails the test.
+The light install (README, *Deploy without PyTorch*) is `pip install ./light` from a clone:
+light/pyproject.toml, the same package with onnxruntime numpy pandas soundfile soxr typer rich pydantic
+PyYAML fastapi uvicorn python-multipart only. Every other dependency in pyproject.toml is blocked here,
+so an import of one on these paths fails the test; a command that needs one says what to install.
+.ci/run installs exactly the README's command in a venv of its own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -31,8 +34,8 @@ LIGHT_CLI = textwrap.dedent(f"""
     HEAVY = {HEAVY!r}
     class Blocked(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in HEAVY:
-                raise ImportError(f"{{name}} is not in the light install")
+            if name.split(".")[0] in HEAVY:  # as Python says it of a package that is not installed
+                raise ModuleNotFoundError(f"No module named {{name!r}} (not in the light install)", name=name)
     sys.meta_path.insert(0, Blocked())
     atexit.register(lambda: print("heavy modules loaded:", sorted(m for m in sys.modules if m.split(".")[0] in HEAVY),
                                   file=sys.stderr))
@@ -44,6 +47,49 @@ LIGHT_CLI = textwrap.dedent(f"""
 
 def light(*args) -> list[str]:
     return [sys.executable, "-c", LIGHT_CLI, *map(str, args)]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# the import name of each full-install dependency the light install leaves out
+LEFT_OUT = {"torch": "torch", "lightning": "lightning", "scikit-learn": "sklearn", "scipy": "scipy",
+            "matplotlib": "matplotlib", "tensorboard": "tensorboard", "timm": "timm", "transformers": "transformers",
+            "onnx": "onnx", "safetensors": "safetensors", "onnxscript": "onnxscript", "optuna": "optuna",
+            "yt-dlp": "yt_dlp", "gdown": "gdown"}
+
+
+def requirement_names(pyproject: Path) -> set[str]:
+    """The names in [project] dependencies (read as text: tomllib is Python 3.11+)."""
+    block = re.search(r"^dependencies = \[(.*?)^\]", pyproject.read_text(), re.S | re.M).group(1)
+    return {re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0] for requirement in re.findall(r'"([^"]+)"', block)}
+
+
+def project_version(pyproject: Path) -> str:
+    return re.search(r'^version = "([^"]+)"', pyproject.read_text(), re.M).group(1)
+
+
+def test_the_light_install_is_the_full_one_less_the_training_stack_and_ci_runs_the_readmes_command():
+    full, light_names = requirement_names(ROOT / "pyproject.toml"), requirement_names(ROOT / "light" / "pyproject.toml")
+    assert light_names <= full and full - light_names == set(LEFT_OUT)
+    assert {"typer", "PyYAML", "onnxruntime", "fastapi"} <= light_names  # `earmark --help` needs the first two
+    assert set(LEFT_OUT.values()) <= set(HEAVY)  # what this file blocks covers what the light install lacks
+    versions = [project_version(path) for path in (ROOT / "pyproject.toml", ROOT / "light" / "pyproject.toml")]
+    assert versions[0] == versions[1] and (ROOT / "light" / "src").resolve() == (ROOT / "src").resolve()
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme.split("### Deploy without PyTorch", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    installs = [line.strip() for line in deploy.splitlines() if line.strip().startswith("pip ")]
+    assert installs == ["pip install ./light"]
+    ci = (ROOT / ".ci" / "run").read_text().split('README: "Deploy without PyTorch"', 1)[1]
+    assert [line.strip() for line in ci.splitlines() if line.strip().startswith("pip ")] == \
+        [installs[0].replace("pip install", "pip install --quiet")]
+
+
+def test_a_command_that_needs_torch_says_what_to_install():
+    for command in (("train",), ("models",)):
+        result = subprocess.run(light(*command), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = [line for line in result.stderr.splitlines() if not line.startswith("heavy modules loaded")]
+        assert lines == [lines[0]] and lines[0].startswith("error: this command needs torch"), result.stderr
+        assert "pip install" in lines[0] and "Traceback" not in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -110,5 +156,5 @@ def test_serving_an_onnx_model_needs_only_the_light_install(onnx_model, tmp_path
             server.kill()
             server.wait()
     served = (tmp_path / "serve.log").read_text()
-    assert "is not in the light install" not in served
+    assert "not in the light install" not in served
     assert "heavy modules loaded:" not in served or "heavy modules loaded: []" in served
