@@ -89,17 +89,13 @@ def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
 
     config, overrides = _split_config_args(args)
     prepared = api.prepare(config, overrides, strict=strict)  # prints the file counts, bad and ignored per reason
-    console = make_console()
-    totals = prepared.stats.get("total", {})
-    console.print("split sizes: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-    console.print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}")
-    for warning in prepared.stats.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/] {warning}")
     from earmark.config import load_config
     from earmark.data.split_plan import split_plan_lines
 
-    for line in split_plan_lines(prepared.stats, load_config(config, overrides).split):
+    for line in split_plan_lines(prepared.stats, load_config(config, overrides).split):  # sizes, warnings once
         print_plan_line(line)
+    make_console().print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}",
+                         markup=False)
 
 
 @app.command("config")

@@ -213,8 +213,8 @@ def _predefined(items, labels, keys, split: SplitConfig, seed: int) -> tuple[np.
         raise EarmarkError(f"column 'split' holds {', '.join(map(repr, unknown))}; expected train, val or test")
     strategy = "predefined split column"
     if "val" not in set(assigned) and split.val_fraction > 0:
-        _carve_val(assigned, labels, keys, split.val_fraction, seed, "the predefined train split")
-        strategy += f"; val carved from train ({split.val_fraction:g} of all rows)"
+        moved = _carve_val(assigned, labels, keys, split.val_fraction, seed, "the predefined train split")
+        strategy += f"; val carved from train {carved_note(moved, len(assigned), split.val_fraction)}"
     return assigned, strategy
 
 
@@ -235,8 +235,8 @@ def _by_fold(items, labels, keys, split: SplitConfig, seed: int) -> tuple[np.nda
         assigned[folds == val_fold] = "val"
         strategy += f", val = fold {val_fold}"
     elif split.val_fraction > 0:
-        _carve_val(assigned, labels, keys, split.val_fraction, seed, "the training folds")
-        strategy += f", val carved from the other folds ({split.val_fraction:g} of all rows)"
+        moved = _carve_val(assigned, labels, keys, split.val_fraction, seed, "the training folds")
+        strategy += f", val carved from the other folds {carved_note(moved, len(assigned), split.val_fraction)}"
     return assigned, strategy
 
 
@@ -256,10 +256,16 @@ def _stratified(labels, keys, split: SplitConfig, seed: int) -> tuple[np.ndarray
 # ---------------------------------------------------------------- building blocks
 
 
-def _carve_val(assigned: np.ndarray, labels, keys, val_fraction: float, seed: int, pool_name: str) -> None:
-    """Move whole groups worth `val_fraction` of all rows from train to val, stratified (in place)."""
+def carved_note(moved: int, n_rows: int, val_fraction: float) -> str:
+    """What a carve-out took, as it is: whole groups make it differ from the fraction asked."""
+    return f"({moved} of {n_rows} clips, {moved / max(n_rows, 1):.2f}; split.val_fraction={val_fraction:g} asked)"
+
+
+def _carve_val(assigned: np.ndarray, labels, keys, val_fraction: float, seed: int, pool_name: str) -> int:
+    """Move whole groups worth about `val_fraction` of all rows from train to val, stratified (in place);
+    how many rows moved."""
     if val_fraction <= 0:
-        return
+        return 0
     keys = np.asarray(keys)
     pool = np.flatnonzero(assigned == "train")
     wanted = val_fraction * len(assigned)
@@ -268,6 +274,7 @@ def _carve_val(assigned: np.ndarray, labels, keys, val_fraction: float, seed: in
                            f"{pool_name} has only {len(pool)}; lower split.val_fraction")
     taken = _take(labels[pool], keys[pool], wanted / len(pool), seed)
     assigned[pool[taken]] = "val"
+    return int(taken.sum())
 
 
 def _take(labels: np.ndarray, keys: np.ndarray, fraction: float, seed: int) -> np.ndarray:

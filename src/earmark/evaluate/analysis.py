@@ -21,7 +21,8 @@ def present_values(values: pd.Series) -> pd.Series:
 
 def analysed_columns(items: pd.DataFrame, split_group_by: str | None, requested: Sequence[str]) -> list[str]:
     """The columns to analyse per group: `requested` (each must be a column), then split.group_by and
-    `group` where they have values; each once. Raises EarmarkError naming the available columns."""
+    `group` where they have values; each once, and `group` not when it repeats one of those (FSDD's
+    `group` is its speaker). Raises EarmarkError naming the available columns."""
     from earmark.errors import EarmarkError
 
     missing = [c for c in requested if c not in items.columns]
@@ -31,7 +32,9 @@ def analysed_columns(items: pd.DataFrame, split_group_by: str | None, requested:
     columns = list(dict.fromkeys(requested))
     for column in (split_group_by, "group"):
         if column and column in items.columns and column not in columns and present_values(items[column]).notna().any():
-            columns.append(column)
+            values = present_values(items[column]).reset_index(drop=True)
+            if not any(values.equals(present_values(items[c]).reset_index(drop=True)) for c in columns):
+                columns.append(column)
     return columns
 
 

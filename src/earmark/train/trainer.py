@@ -33,7 +33,8 @@ OVERFIT_TARGET_LOSS = 0.05  # "near zero" for the one-batch check, in nats
 
 # Lightning's info lines that say nothing about the user's run: an advertisement, the device inventory
 # (the run's device is in its config and report), and a note on how it counts steps
-NOISE_LINES = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "Loading `train_dataloader` to estimate")
+NOISE_LINES = ("💡 Tip", "GPU available:", "TPU available:", "HPU available:", "Loading `train_dataloader` to estimate",
+               "`Trainer.fit` stopped: `max_")  # the planned end (max_epochs / max_steps), not news
 
 
 @contextlib.contextmanager

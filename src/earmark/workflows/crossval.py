@@ -168,12 +168,13 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
 
 def _fold_items(items: pd.DataFrame, folds: pd.Series, name: str, plan: CVPlan, config: Config) -> pd.DataFrame:
     """A copy of `items` split for fold `name`: test = that fold, val carved (grouped) from the others."""
-    from earmark.data.splits import cv_split
+    from earmark.data.splits import carved_note, cv_split
 
     fold_items = items.copy()
     fold_items["split"] = pd.Series(cv_split(items, folds, name, plan.group_by, config.split.val_fraction,
                                              plan.seed), index=items.index, dtype="str")
-    val = f", val carved from the other folds ({config.split.val_fraction:g} of all clips)"
+    n_val = int((fold_items["split"] == "val").sum())
+    val = f", val carved from the other folds {carved_note(n_val, len(items), config.split.val_fraction)}"
     fold_items.attrs["split_strategy"] = (f"cross-validation, {plan.describe()}: test = fold {name}"
                                           + (val if config.split.val_fraction > 0 else ""))
     return fold_items
