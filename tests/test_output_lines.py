@@ -83,5 +83,7 @@ def test_serve_names_an_export_by_its_run(tmp_path: Path):
     (run / "export").mkdir(parents=True)
     (run / "checkpoints").mkdir()
     (run / "export" / "model.onnx").write_bytes(b"")
+    assert model_name(run / "export" / "model.onnx") == "export/model.onnx"  # not a run yet: no config.yaml
+    (run / "config.yaml").write_text("{}")
     assert model_name(run / "export" / "model.onnx") == "tones/model.onnx"
     assert model_name(run / "checkpoints" / "best.ckpt") == "tones/best.ckpt" and model_name(run) == "tones"

@@ -318,7 +318,7 @@ def test_an_exported_onnx_model_is_served_like_its_run(run_dir, client, tmp_path
         health = onnx_client.get("/health").json()
         served = onnx_client.post("/predict", files=audio).json()
     torch_served = client.post("/predict", files=audio).json()
-    assert health["backend"] == "onnx" and health["n_labels"] == 3 and health["model"] == "tones/model.onnx"
+    assert health["backend"] == "onnx" and health["n_labels"] == 3 and health["model"] == "export/model.onnx"
     assert served["label"] == torch_served["label"]
     assert served["probability"] == pytest.approx(torch_served["probability"], abs=1e-4)  # the export's parity bound
 

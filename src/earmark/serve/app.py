@@ -22,7 +22,7 @@ import numpy as np
 
 from earmark.errors import EarmarkError
 from earmark.predict.files import UNKNOWN, Windows, top_labels, window_probabilities
-from earmark.rundir import CHECKPOINTS_DIR, EXPORT_DIR
+from earmark.rundir import CHECKPOINTS_DIR, EXPORT_DIR, RunDir
 from earmark.serve.audio import AudioRequest, DecodeSlots, RequestError, ServeLimits, decode_encoded, decode_pcm
 from earmark.serve.http import MAX_HEADER_BYTES
 
@@ -256,11 +256,14 @@ def _call_soon(loop, callback) -> None:
 
 def model_name(model: str | Path) -> str:
     """runs/tones → 'tones'; runs/tones/model.onnx and runs/tones/export/model.onnx → 'tones/model.onnx';
-    runs/tones/checkpoints/best.ckpt → 'tones/best.ckpt': the run's name, then the file served."""
+    runs/tones/checkpoints/best.ckpt → 'tones/best.ckpt': the run's name, then the file served (a file
+    outside a run: its folder's name, then the file)."""
     model = Path(model).resolve()
     if model.is_dir():
         return model.name
-    run_dir = model.parent.parent if model.parent.name in (CHECKPOINTS_DIR, EXPORT_DIR) else model.parent
+    in_run = model.parent.name == CHECKPOINTS_DIR or (model.parent.name == EXPORT_DIR
+                                                      and RunDir(model.parent.parent).is_run())
+    run_dir = model.parent.parent if in_run else model.parent
     return f"{run_dir.name}/{model.name}"
 
 
