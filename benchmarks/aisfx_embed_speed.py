@@ -1,16 +1,19 @@
-"""aisfx embedding throughput on the CPU: PyTorch eager, against ONNX Runtime and real time in the same run.
+"""Bundled embedder throughput on the CPU (aisfx, resemblyzer): PyTorch eager, against ONNX Runtime and real
+time in the same run.
 
-For 1-s and 5-s clips (44.1 kHz, random noise) in batches of --batch, on --threads threads, prints
+For 1-s and 5-s clips (random noise at the backbone's rate) in batches of --batch, on --threads threads, prints
 
-    clips/s      AisfxEmbedder(wave) -> (B, 1024), front-end included; best of --rounds timed batches
+    clips/s      embedder(wave) -> (B, D), front-end included; best of --rounds timed batches
     x real time  seconds of audio embedded per second of compute
-    front-end    the share of the time spent in the log-mel front-end (the rest is the CNN)
+    front-end    the share of the time spent in the mel front-end (the rest is the network)
     ONNX / torch the same batches through the dynamo-exported ONNX graph in onnxruntime (ratio: higher
                  is faster than torch)
 
-A 1-s clip costs one whole 100-frame block (2.3 s; it is padded), a 5-s clip three.
+aisfx (44.1 kHz): a 1-s clip costs one whole 100-frame block (2.3 s; it is padded), a 5-s clip three.
+resemblyzer (16 kHz): a 1-s clip one 1.6-s partial (padded), a 5-s clip five (the LSTM runs 160 steps each).
 
-    python benchmarks/aisfx_embed_speed.py [--batch 32] [--threads 2] [--rounds 3] [--no-onnx]
+    python benchmarks/aisfx_embed_speed.py [--model aisfx|resemblyzer] [--batch 32] [--threads 2] [--rounds 3]
+        [--no-onnx]
 """
 
 from __future__ import annotations
@@ -26,10 +29,26 @@ from pathlib import Path
 
 import torch
 
-from earmark.models.aisfx import AisfxEmbedder, load_aisfx_weights
-from earmark.models.aisfx_frontend import SAMPLE_RATE_HZ
-
 DURATIONS_S = (1.0, 5.0)
+
+
+def load_embedder(model: str) -> tuple[torch.nn.Module, int]:
+    """(the bundled embedder with its weights, in eval mode; its sample rate)."""
+    if model == "aisfx":
+        from earmark.models.aisfx import AisfxEmbedder, load_aisfx_weights
+        from earmark.models.aisfx_frontend import SAMPLE_RATE_HZ
+
+        return load_aisfx_weights(AisfxEmbedder()).eval(), SAMPLE_RATE_HZ
+    from earmark.models.resemblyzer import ResemblyzerEmbedder, load_resemblyzer_weights
+    from earmark.models.resemblyzer_frontend import SAMPLE_RATE_HZ
+
+    return load_resemblyzer_weights(ResemblyzerEmbedder()).eval(), SAMPLE_RATE_HZ
+
+
+def n_units(embedder: torch.nn.Module, wave: torch.Tensor) -> int:
+    """aisfx blocks or resemblyzer partials of one clip (the front-end's second axis)."""
+    out = embedder.frontend(wave[:1])
+    return (out[0] if isinstance(out, tuple) else out).shape[1]
 
 
 def best_seconds(fn, rounds: int) -> float:
@@ -42,14 +61,14 @@ def best_seconds(fn, rounds: int) -> float:
     return min(times)
 
 
-def onnx_session(embedder: AisfxEmbedder, path: Path, threads: int):
+def onnx_session(embedder: torch.nn.Module, sample_rate_hz: int, path: Path, threads: int):
     import onnxruntime as ort
 
     dims = {"wave": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("samples", min=1)}}
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.disable(logging.CRITICAL)
-        program = torch.onnx.export(embedder, (torch.randn(2, 6 * SAMPLE_RATE_HZ),), None, input_names=["wave"],
+        program = torch.onnx.export(embedder, (torch.randn(2, 6 * sample_rate_hz),), None, input_names=["wave"],
                                     output_names=["embedding"], dynamic_shapes=dims, dynamo=True, verbose=False)
         logging.disable(logging.NOTSET)
     program.save(str(path), external_data=False)
@@ -61,23 +80,25 @@ def onnx_session(embedder: AisfxEmbedder, path: Path, threads: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("aisfx", "resemblyzer"), default="aisfx")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-onnx", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    embedder = load_aisfx_weights(AisfxEmbedder()).eval()
+    embedder, sample_rate_hz = load_embedder(args.model)
     with tempfile.TemporaryDirectory() as tmp:
-        session = None if args.no_onnx else onnx_session(embedder, Path(tmp) / "aisfx.onnx", args.threads)
-        print(f"aisfx embeddings, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
+        session = None if args.no_onnx else onnx_session(embedder, sample_rate_hz, Path(tmp) / "embedder.onnx",
+                                                         args.threads)
+        print(f"{args.model} embeddings, batch {args.batch}, {args.threads} threads, torch {torch.__version__}, "
               f"best of {args.rounds}")
-        print(f"{'clip':>6} {'blocks':>6} {'clips/s':>9} {'x real time':>11} {'front-end':>9} {'ONNX clips/s':>12} "
+        print(f"{'clip':>6} {'units':>6} {'clips/s':>9} {'x real time':>11} {'front-end':>9} {'ONNX clips/s':>12} "
               f"{'ONNX / torch':>12}")
         for duration_s in DURATIONS_S:
-            wave = torch.randn(args.batch, int(duration_s * SAMPLE_RATE_HZ), generator=torch.Generator().manual_seed(0))
+            wave = torch.randn(args.batch, int(duration_s * sample_rate_hz), generator=torch.Generator().manual_seed(0))
             with torch.inference_mode():
-                n_blocks = embedder.frontend(wave[:1]).shape[1]
+                n_blocks = n_units(embedder, wave)
                 total = best_seconds(lambda wave=wave: embedder(wave), args.rounds)
                 frontend = best_seconds(lambda wave=wave: embedder.frontend(wave), args.rounds)
             clips_per_s = args.batch / total

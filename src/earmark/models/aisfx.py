@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from earmark.errors import EarmarkError
-from earmark.files import sha256_of
+from earmark.files import sha256_of  # noqa: F401 - tests/test_aisfx.py reads aisfx.sha256_of
 from earmark.models.aisfx_frontend import AisfxFrontEnd
+from earmark.models.weights import load_safetensors_into
 
 WEIGHTS_PATH = Path(__file__).parent / "pretrained" / "aisfx.safetensors"
 AISFX_SHA256 = "a61dedf17e73c23e2987229d953ee4eeead9dc2428d596fc1087ae2a51241802"  # of WEIGHTS_PATH
@@ -113,26 +114,12 @@ def load_aisfx_weights(module: nn.Module, path: Optional[str | Path] = None,
     either way it must hold exactly AisfxNet's tensors. Safetensors cannot run code. A missing, corrupt or
     mismatched file raises EarmarkError. The module's train/eval mode is left alone: call `.eval()`.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     net = module.net if isinstance(module, AisfxEmbedder) else module
     if not isinstance(net, AisfxNet):
         raise EarmarkError(f"load_aisfx_weights takes an AisfxNet or AisfxEmbedder; got {type(module).__name__}")
     bundled = path is None
-    path = WEIGHTS_PATH if bundled else Path(path).expanduser()
-    expected = AISFX_SHA256 if bundled else sha256
     fix = (f"reinstall earmark, or rebuild it with `{CONVERT_COMMAND}`" if bundled
            else "give the path of a safetensors file written by tools/convert_aisfx.py")
-    if not path.is_file():
-        raise EarmarkError(f"aisfx weights not found at {path}; {fix}")
-    if expected is not None and (actual := sha256_of(path)) != expected.lower():
-        raise EarmarkError(f"aisfx weights at {path} are corrupt or modified (sha256 {actual[:16]}..., "
-                           f"expected {expected.lower()[:16]}...); {fix}")
-    try:
-        state = load_file(str(path), device="cpu")
-        net.load_state_dict(state, strict=True)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EarmarkError(f"aisfx weights at {path} cannot be loaded ({reason}); {fix}") from None
+    load_safetensors_into(net, WEIGHTS_PATH if bundled else Path(path).expanduser(),
+                          sha256=AISFX_SHA256 if bundled else sha256, model="aisfx", fix=fix)
     return module

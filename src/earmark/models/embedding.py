@@ -8,7 +8,9 @@ With `freeze=false` the normal Lightning loop trains it end to end (augmentation
 learning rates through `train.param_groups` with prefix `model.embedder`, and gradual unfreezing
 through `unfreeze_epochs`: the top conv block first).
 
-Registered here: `aisfx`, the bundled sound-effects CNN (Ma & Lerch 2022, CC BY 4.0; 44.1 kHz).
+Registered here: `aisfx`, the bundled sound-effects CNN (Ma & Lerch 2022, CC BY 4.0; 44.1 kHz). The bundled
+speaker encoder `resemblyzer` (models/resemblyzer.py) and the hub embedders (models/hub_embedders.py) register
+beside their networks and use the same classifier.
 """
 
 from __future__ import annotations

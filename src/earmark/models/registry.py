@@ -32,6 +32,7 @@ MODEL_MODULES = (
     "earmark.models.embedding",
     "earmark.models.hub_embedders",
     "earmark.models.ensemble",
+    "earmark.models.resemblyzer",
 )
 BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 

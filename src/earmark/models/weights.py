@@ -91,6 +91,30 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allowed: Sequence[
                            f"or not a checkpoint at all") from None
 
 
+def load_safetensors_into(net: Any, path: str | Path, *, sha256: Optional[str], model: str, fix: str) -> None:
+    """Load the safetensors file `path` into `net` (strict: exactly its tensors); safetensors cannot run code.
+
+    sha256: the digest the file must have (unchecked when None, e.g. fine-tuned weights). A missing,
+    corrupt, modified or mismatched file raises one EarmarkError naming `model`'s weights, the path and `fix`.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from earmark.files import sha256_of
+
+    path = Path(path)
+    if not path.is_file():
+        raise EarmarkError(f"{model} weights not found at {path}; {fix}")
+    if sha256 is not None and (actual := sha256_of(path)) != sha256.lower():
+        raise EarmarkError(f"{model} weights at {path} are corrupt or modified (sha256 {actual[:16]}..., "
+                           f"expected {sha256.lower()[:16]}...); {fix}")
+    try:
+        net.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise EarmarkError(f"{model} weights at {path} cannot be loaded ({reason}); {fix}") from None
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
