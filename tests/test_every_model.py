@@ -43,6 +43,7 @@ TINY_PARAMS: dict[str, dict] = {
     "personalized": {"base_params": {"width": 4}},
     "aisfx": {"head": "linear"},  # a fixed pretrained network (4.7 M): only the head is small
     "resemblyzer": {"head": "linear"},  # a fixed pretrained LSTM (1.4 M)
+    "crepe": {"head": "linear"},  # the bundled tiny CREPE (487 k)
     "hf_audio": {"hf_config": {"model_type": "wav2vec2", "hidden_size": 16, "num_hidden_layers": 1,  # no download:
                                "num_attention_heads": 2, "intermediate_size": 32,  # built from its config
                                "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4],
@@ -67,6 +68,7 @@ TINY_PARAMS: dict[str, dict] = {
 # with `-m slow`; resnet18 stands for them in the default run.
 FULL_SIZE = {"resnet34", "resnet50", "densenet121", "efficientnetv2_s", "inception_v3"}
 SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx", "clap_audio", "resemblyzer"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half, resemblyzer: tests/test_resemblyzer.py)
+SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx", "clap_audio", "crepe"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half)
 
 ENTRIES = {entry.name: entry for entry in list_models()}
 

@@ -30,6 +30,7 @@ MODEL_MODULES = (
     "earmark.models.ssl",
     "earmark.models.personalized",
     "earmark.models.embedding",
+    "earmark.models.crepe",
     "earmark.models.hub_embedders",
     "earmark.models.ensemble",
     "earmark.models.resemblyzer",
