@@ -1,4 +1,4 @@
-"""Bundled embedder throughput on the CPU (aisfx, resemblyzer): PyTorch eager, against ONNX Runtime and real
+"""Bundled embedder throughput on the CPU (aisfx, resemblyzer, crepe): PyTorch eager, against ONNX Runtime and real
 time in the same run.
 
 For 1-s and 5-s clips (random noise at the backbone's rate) in batches of --batch, on --threads threads, prints
@@ -11,8 +11,9 @@ For 1-s and 5-s clips (random noise at the backbone's rate) in batches of --batc
 
 aisfx (44.1 kHz): a 1-s clip costs one whole 100-frame block (2.3 s; it is padded), a 5-s clip three.
 resemblyzer (16 kHz): a 1-s clip one 1.6-s partial (padded), a 5-s clip five (the LSTM runs 160 steps each).
+crepe (16 kHz): one 1024-sample frame every 10 ms (101 frames a second) through the network.
 
-    python benchmarks/aisfx_embed_speed.py [--model aisfx|resemblyzer] [--batch 32] [--threads 2] [--rounds 3]
+    python benchmarks/aisfx_embed_speed.py [--model aisfx|resemblyzer|crepe] [--batch 32] [--threads 2] [--rounds 3]
         [--no-onnx]
 """
 
@@ -39,15 +40,28 @@ def load_embedder(model: str) -> tuple[torch.nn.Module, int]:
         from earmark.models.aisfx_frontend import SAMPLE_RATE_HZ
 
         return load_aisfx_weights(AisfxEmbedder()).eval(), SAMPLE_RATE_HZ
+    if model == "crepe":
+        from earmark.models.crepe import SAMPLE_RATE_HZ, CrepeEmbedder, load_crepe_weights
+
+        return load_crepe_weights(CrepeEmbedder()).eval(), SAMPLE_RATE_HZ
     from earmark.models.resemblyzer import ResemblyzerEmbedder, load_resemblyzer_weights
     from earmark.models.resemblyzer_frontend import SAMPLE_RATE_HZ
 
     return load_resemblyzer_weights(ResemblyzerEmbedder()).eval(), SAMPLE_RATE_HZ
 
 
+def frontend_of(embedder: torch.nn.Module):
+    """The embedder's front-end: its `frontend` module (aisfx, resemblyzer), crepe's framing function."""
+    if hasattr(embedder, "frontend"):
+        return embedder.frontend
+    from earmark.models.crepe import crepe_frames
+
+    return crepe_frames
+
+
 def n_units(embedder: torch.nn.Module, wave: torch.Tensor) -> int:
-    """aisfx blocks or resemblyzer partials of one clip (the front-end's second axis)."""
-    out = embedder.frontend(wave[:1])
+    """aisfx blocks, resemblyzer partials or crepe frames of one clip (the front-end's second axis)."""
+    out = frontend_of(embedder)(wave[:1])
     return (out[0] if isinstance(out, tuple) else out).shape[1]
 
 
@@ -80,7 +94,7 @@ def onnx_session(embedder: torch.nn.Module, sample_rate_hz: int, path: Path, thr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("aisfx", "resemblyzer"), default="aisfx")
+    parser.add_argument("--model", choices=("aisfx", "resemblyzer", "crepe"), default="aisfx")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
@@ -100,7 +114,7 @@ def main() -> None:
             with torch.inference_mode():
                 n_blocks = n_units(embedder, wave)
                 total = best_seconds(lambda wave=wave: embedder(wave), args.rounds)
-                frontend = best_seconds(lambda wave=wave: embedder.frontend(wave), args.rounds)
+                frontend = best_seconds(lambda wave=wave: frontend_of(embedder)(wave), args.rounds)
             clips_per_s = args.batch / total
             line = (f"{duration_s:>5g}s {n_blocks:>6} {clips_per_s:>9.1f} {clips_per_s * duration_s:>11.1f} "
                     f"{frontend / total:>9.1%}")

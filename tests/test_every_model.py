@@ -67,8 +67,7 @@ TINY_PARAMS: dict[str, dict] = {
 # full-size ImageNet backbones (no width parameter): seconds for a step, minutes to export on a CPU. They run
 # with `-m slow`; resnet18 stands for them in the default run.
 FULL_SIZE = {"resnet34", "resnet50", "densenet121", "efficientnetv2_s", "inception_v3"}
-SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx", "clap_audio", "resemblyzer"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half, resemblyzer: tests/test_resemblyzer.py)
-SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx", "clap_audio", "crepe"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half)
+SLOW_EXPORTS = FULL_SIZE | {"ast", "cnn14", "aisfx", "clap_audio", "resemblyzer", "crepe"}  # 10-30 s for torch.export even when tiny (aisfx: tests/test_transfer.py exports it in the quick half, resemblyzer: tests/test_resemblyzer.py)
 
 ENTRIES = {entry.name: entry for entry in list_models()}
 

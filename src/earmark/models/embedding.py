@@ -11,6 +11,7 @@ through `unfreeze_epochs`: the top conv block first).
 Registered here: `aisfx`, the bundled sound-effects CNN (Ma & Lerch 2022, CC BY 4.0; 44.1 kHz). The bundled
 speaker encoder `resemblyzer` (models/resemblyzer.py) and the hub embedders (models/hub_embedders.py) register
 beside their networks and use the same classifier.
+The bundled CREPE pitch view (`crepe`, 16 kHz) registers in `crepe.py` on the same classes.
 """
 
 from __future__ import annotations
