@@ -172,3 +172,28 @@ def test_label_metrics_and_class_ids_are_shared_by_every_score():
     assert class_ids(["01", "NA", "1", "01"], ["01", "1", "NA"]).tolist() == [0, 2, 1, 0]  # text, never numbers
     with pytest.raises(EarmarkError, match="'2' are not among the classes 01, 1"):
         class_ids(["01", "2"], ["01", "1"])
+
+
+def test_a_thousand_classes_plot_and_tabulate_in_bounded_memory(tmp_path):
+    import warnings
+
+    import pandas as pd
+    from PIL import Image
+
+    from earmark.evaluate.predictions import predictions_table
+    from earmark.reports.plots import MAX_CLASS_BARS, plot_confusion, plot_per_class
+
+    n = 1000
+    labels = [f"species_{i:04d}" for i in range(n)]
+    counts = np.eye(n, dtype=int) * 2
+    plot_confusion(counts.tolist(), labels, tmp_path / "c.png")
+    width, height = Image.open(tmp_path / "c.png").size
+    assert width * height < 4000 ** 2  # a 1,000-class image is a fixed-size picture, not a 40,000-px canvas
+    per_class = {label: {"recall": 1.0, "f1": 1.0 - i / n, "support": 2} for i, label in enumerate(labels)}
+    plot_per_class(per_class, tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").size[1] < 40 * MAX_CLASS_BARS * 3  # the worst classes, not all 1,000
+    items = pd.DataFrame({"path": [f"{i}.wav" for i in range(50)], "label": labels[:50]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)  # one column at a time fragments the frame
+        table = predictions_table(items, np.full((50, n), 1.0 / n), labels, None, 0.0)
+    assert table.shape == (50, 3 + n) and table.columns[-1] == f"p_{labels[-1]}"

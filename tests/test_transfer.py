@@ -16,7 +16,7 @@ from conftest import tone_clip
 from earmark import api
 from earmark.config import load_config
 from earmark.errors import EarmarkError
-from earmark.workflows.embed import find_label_issues
+from earmark.workflows.embed import find_label_issues, out_of_fold_probabilities
 from tiny_runs import tone_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +104,31 @@ def test_audit_finds_a_flipped_label(tmp_path):
     assert flagged["label"] == "high" and flagged["suggested"] == "low"
 
 
-def test_label_issues_follow_confident_learning_thresholds():
-    y = np.array([0, 0, 0, 1, 1, 1])
-    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8],  # the third, labelled 0, looks like a 1
-                              [0.1, 0.9], [0.3, 0.7], [0.4, 0.6]])  # the last is unsure, but above no threshold
-    assert find_label_issues(probabilities, y).tolist() == [False, False, True, False, False, False]
+def test_cleanlab_finds_injected_flips_in_separable_embeddings():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 1, (5, 32)) * 4
+    y = np.repeat(np.arange(5), 60)
+    x = centres[y] + rng.normal(0, 1, (len(y), 32))
+    flipped = rng.choice(len(y), 30, replace=False)  # 10 % of the labels moved to another class
+    noisy = y.copy()
+    noisy[flipped] = (y[flipped] + rng.integers(1, 5, len(flipped))) % 5
+    found = find_label_issues(out_of_fold_probabilities(x, noisy, None, 5), noisy)
+    hits = found[flipped].sum()
+    assert hits / len(flipped) >= 0.9 and hits / found.sum() >= 0.9  # recall and precision
+
+
+def test_audit_lists_nothing_when_the_out_of_fold_probe_is_too_weak(tmp_path, monkeypatch):
+    from earmark.workflows import embed as embed_workflow
+
+    root = tmp_path / "tones"
+    tone_dataset(root)
+    overrides = [o for o in probe_overrides(tmp_path, "audit") if not o.startswith("name=")]
+    # a probe that knows nothing: every clip equally likely to be any class (labels are correct)
+    monkeypatch.setattr(embed_workflow, "out_of_fold_probabilities",
+                        lambda x, y, groups, n, folds, seed: np.roll(np.eye(n)[y], 1, axis=1) * 0.5 + 0.5 / n)
+    result = api.audit(None, overrides, out_dir=tmp_path / "audit", folds=3)
+    assert result.too_weak and "too weak" in result.too_weak and result.oof_accuracy < 0.7
+    assert result.suspects.empty
 
 
 def test_a_backbone_rate_conflict_and_a_non_embedder_are_clear_errors(tmp_path):

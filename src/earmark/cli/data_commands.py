@@ -69,8 +69,12 @@ def audit(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
     config, overrides = _split_config_args(args)
     result = api.audit(config, overrides, out_dir=out_dir, folds=folds)
     console = make_console()
-    console.print(f"{len(result.suspects)} of {result.n_audited} training clips look mislabelled; "
-                  f"listed most suspicious first in {result.out_dir / 'suspect_labels.csv'}")
+    if result.too_weak:
+        console.print(f"warning: {result.too_weak}", markup=False, highlight=False)
+        return
+    console.print(f"{len(result.suspects)} of {result.n_audited} training clips look mislabelled (out-of-fold "
+                  f"accuracy {result.oof_accuracy:.2f}); listed most suspicious first in "
+                  f"{result.out_dir / 'suspect_labels.csv'}")
     if len(result.suspects):
         print_table(result.suspects.head(10))
 

@@ -43,9 +43,8 @@ def predictions_table(items: pd.DataFrame, probabilities: np.ndarray, labels: Se
         table["group"] = groups
     if reject_threshold > 0:
         table["decision"] = np.where(probabilities.max(axis=1) >= reject_threshold, predicted, "unknown")
-    for i, label in enumerate(labels):
-        table[f"{PROBABILITY_PREFIX}{label}"] = probabilities[:, i].round(6)
-    return table
+    columns = pd.DataFrame(probabilities.round(6), columns=[f"{PROBABILITY_PREFIX}{label}" for label in labels])
+    return pd.concat([table, columns], axis=1)  # in one piece: a column at a time fragments it (1,000 classes)
 
 
 def read_predictions(folder: Path) -> pd.DataFrame:

@@ -10,6 +10,9 @@ from typing import Any, Sequence
 import numpy as np
 
 MAX_GROUP_BARS = 60  # beyond this many groups the plot shows the worst ones
+MAX_CLASS_BARS = 60  # beyond this many classes the per-class plot shows the worst ones
+MAX_LABELLED_CLASSES = 60  # beyond this many classes the confusion image has no per-cell numbers or tick labels
+MAX_CONFUSION_IN = 16.0  # the confusion figure's largest side (inches): its canvas stays a few MB at any n
 
 
 def pyplot():
@@ -33,7 +36,9 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
 def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: Path, normalized: bool = False,
                    title: str | None = None) -> Path:
     """Counts (or, `normalized`, each true class's row as percentages) in every non-zero cell, colour by
-    the row share. Sized so 50 classes stay readable: cells ≥ 0.4 in, labels and numbers shrink with n."""
+    the row share. Sized so 50 classes stay readable: cells ≥ 0.4 in, labels and numbers shrink with n.
+    Over MAX_LABELLED_CLASSES classes the image alone (no numbers, no tick labels), at most
+    MAX_CONFUSION_IN inches a side: 500 classes' 250,000 text cells drew a 20,000-pixel canvas (GBs)."""
     plt = pyplot()
     counts = np.asarray(confusion, dtype=float)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -41,9 +46,17 @@ def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: Path
     label_chars = max((len(str(label)) for label in labels), default=1)
     cell_in = 0.6 if n <= 10 else 0.42 if n <= 30 else 0.36
     margin_in = 1.2 + 0.075 * min(label_chars, 30)  # room for the longest tick label
-    size = max(4.5, n * cell_in + margin_in)
+    labelled = n <= MAX_LABELLED_CLASSES
+    size = max(4.5, n * cell_in + margin_in) if labelled else MAX_CONFUSION_IN
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if not labelled:
+        ax.set_xlabel(f"predicted (class index, {n} classes)")
+        ax.set_ylabel("true (class index)")
+        ax.set_title(title or ("Confusion, share of each true class (test)" if normalized else
+                               "Confusion, colour = share of each true class (test)"))
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="share of true class")
+        return save_figure(fig, path)
     tick_size = 10 if n <= 10 else 8 if n <= 30 else 7
     ticks = [str(label) if len(str(label)) <= 30 else str(label)[:29] + "…" for label in labels]
     ax.set_xticks(range(n), ticks, rotation=90 if n > 6 or label_chars > 8 else 0, fontsize=tick_size)
@@ -63,9 +76,11 @@ def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: Path
 
 
 def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> Path:
-    """Recall and F1 per class, sorted by F1 (worst at the top), support beside each class name."""
+    """Recall and F1 per class, sorted by F1 (worst at the top), support beside each class name. Over
+    MAX_CLASS_BARS classes: the worst MAX_CLASS_BARS (every class stays in metrics.json and the report)."""
     plt = pyplot()
-    rows = sorted(per_class.items(), key=lambda item: (item[1]["f1"], item[1]["recall"]))
+    ranked = sorted(per_class.items(), key=lambda item: (item[1]["f1"], item[1]["recall"]))
+    rows = ranked[:MAX_CLASS_BARS]
     names = [f"{name} (n={row['support']})" for name, row in rows]
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.24 * len(rows) + 1.2)))
@@ -74,7 +89,8 @@ def plot_per_class(per_class: dict[str, dict[str, float]], path: Path) -> Path:
     ax.set_yticks(y, names, fontsize=9 if len(rows) <= 30 else 7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("test split")
-    ax.set_title("Per class, sorted by F1")
+    ax.set_title("Per class, sorted by F1" + (f"; the worst {len(rows)} of {len(ranked)}"
+                                               if len(ranked) > len(rows) else ""))
     ax.legend(loc="lower right", fontsize=8)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # worst at the top
     return save_figure(fig, path)

@@ -20,6 +20,9 @@ from earmark.errors import EarmarkError
 INDEX_COLUMNS = ("path", "label", "split", "group", "fold", "segment", "start_s", "end_s")
 SUSPECTS_FILE = "suspect_labels.csv"
 AUDIT_FOLDS = 5
+AUDIT_C = 0.01  # a strongly regularised probe: it does not learn the flipped labels it is meant to find
+AUDIT_PCA_DIMS = 128  # embeddings are reduced to this many principal components of the training part
+MIN_AUDIT_ACCURACY = 0.7  # below this out-of-fold accuracy the probe is too weak to judge anyone's label
 
 
 @dataclass
@@ -36,6 +39,8 @@ class AuditResult:
     suspects: pd.DataFrame  # path, label, suggested, p_label, p_suggested (most suspicious first)
     out_dir: Path
     n_audited: int
+    oof_accuracy: float = float("nan")  # the out-of-fold probe's accuracy against the given labels
+    too_weak: str | None = None  # why nothing is listed: the probe cannot tell good labels from bad
 
 
 def embedded_data(config: Config, *, strict: bool = False, progress: bool = True):
@@ -91,7 +96,11 @@ def embed(config: Config | str | Path | None, overrides: Sequence[str], out: str
 
 def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None, n_classes: int,
                               folds: int = AUDIT_FOLDS, seed: int = 0) -> np.ndarray:
-    """(N, C) probabilities of each clip from a logistic probe that never saw it (stratified, grouped folds)."""
+    """(N, C) probabilities of each clip from a probe that never saw it (stratified, grouped folds): the
+    training part standardised, reduced to AUDIT_PCA_DIMS principal components, then a logistic regression
+    with C=AUDIT_C. Measured with 10 % injected flips on mridangam (ungrouped, 5 folds): C=1 on all 1,024
+    dimensions learned the flips (precision 0.51); this probe reached precision 0.81, recall 0.94."""
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
@@ -102,20 +111,21 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, groups: np.ndarray |
     probabilities = np.zeros((len(y), n_classes))
     for train, held_out in splitter.split(x, y, groups):
         mean, std = x[train].mean(0), np.maximum(x[train].std(0), 1e-3)
-        probe = LogisticRegression(max_iter=2000, random_state=seed).fit((x[train] - mean) / std, y[train])
-        probabilities[np.ix_(held_out, probe.classes_)] = probe.predict_proba((x[held_out] - mean) / std)
+        pca = PCA(min(AUDIT_PCA_DIMS, len(train) - 1, x.shape[1]), random_state=seed).fit((x[train] - mean) / std)
+        probe = LogisticRegression(C=AUDIT_C, max_iter=2000, random_state=seed)
+        probe.fit(pca.transform((x[train] - mean) / std), y[train])
+        probabilities[np.ix_(held_out, probe.classes_)] = probe.predict_proba(pca.transform((x[held_out] - mean) / std))
     return probabilities
 
 
 def find_label_issues(probabilities: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Confident learning (Northcutt et al. 2021, cleanlab's `find_label_issues` idea): class j's threshold is
-    the mean out-of-fold probability of j over clips labelled j; a clip is suspect when the most probable class
-    clearing its own threshold is not its label. Returns a boolean mask."""
-    n_classes = probabilities.shape[1]
-    thresholds = np.array([probabilities[y == j, j].mean() if (y == j).any() else 1.0 for j in range(n_classes)])
-    confident = np.where(probabilities >= thresholds[None, :], probabilities, -1.0)
-    best = confident.argmax(axis=1)
-    return (confident.max(axis=1) >= 0) & (best != y)
+    """cleanlab's `find_label_issues` (confident learning, Northcutt et al. 2021; prune by noise rate) on
+    out-of-fold probabilities (N, C) and given class ids (N,): a boolean mask of likely mislabels. Replaces
+    earmark's hand-written rule, which on the same injected flips found fewer (mridangam, 10 % flips:
+    recall 0.79 against cleanlab's 0.94 at precision 0.84 against 0.81; benchmarks/honesty.py)."""
+    from cleanlab.filter import find_label_issues as cleanlab_issues
+
+    return np.asarray(cleanlab_issues(labels=np.asarray(y), pred_probs=np.asarray(probabilities)), dtype=bool)
 
 
 def audit(config: Config | str | Path | None, overrides: Sequence[str], out_dir: str | Path | None = None, *,
@@ -133,7 +143,15 @@ def audit(config: Config | str | Path | None, overrides: Sequence[str], out_dir:
     groups = items[group_column].astype(str).to_numpy() if group_column and group_column in items else None
     probabilities = out_of_fold_probabilities(vectors[items["row"].to_numpy()], y, groups, len(prepared.labels),
                                               folds, config.seed)
-    suspect = find_label_issues(probabilities, y)
+    oof_accuracy = float((probabilities.argmax(axis=1) == y).mean()) if len(y) else float("nan")
+    too_weak = None
+    if not oof_accuracy >= MIN_AUDIT_ACCURACY:
+        too_weak = (f"the out-of-fold probe agrees with only {oof_accuracy:.2f} of the labels (below "
+                    f"{MIN_AUDIT_ACCURACY}): too weak to tell a wrong label from a hard clip, so none is listed; "
+                    f"more clips per class or a backbone that suits these sounds helps")
+        suspect = np.zeros(len(y), bool)
+    else:
+        suspect = find_label_issues(probabilities, y)
     suggested = probabilities.argmax(axis=1)
     labels = np.asarray(prepared.labels, dtype=object)
     table = pd.DataFrame({"path": items["path"], "label": items["label"].astype(str),
@@ -145,4 +163,4 @@ def audit(config: Config | str | Path | None, overrides: Sequence[str], out_dir:
     out = Path(out_dir) if out_dir else new_folder(config.runs_dir, f"audit-{datetime.now():%Y%m%d-%H%M%S}")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / SUSPECTS_FILE, index=False)
-    return AuditResult(table, out, len(items))
+    return AuditResult(table, out, len(items), oof_accuracy, too_weak)
