@@ -128,9 +128,24 @@ def test_a_temperature_at_the_bound_or_without_improvement_is_not_applied():
     fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
     assert fit["temperature"] == 1.0 and fit["fitted_temperature"] < 0.06 and not fit["calibrated"]
     assert fit["val_nll_after"] == fit["val_nll_before"]
-    assert any("temperature kept at 1" in note and "bound" in note for note in fit["notes"])
+    assert any("temperature kept at 1" in note and "fewer than the 50" in note for note in fit["notes"])
     # a temperature that makes validation worse is refused too; a good one is kept
     good_logits, good_y = sampled(2000, 4, 2.0)
     assert accept_temperature(0.5, good_logits, good_y, 15)[0] == 1.0
     fitted = fit_temperature(good_logits, good_y)
     assert accept_temperature(fitted, good_logits, good_y, 15) == (fitted, "")
+
+
+def test_a_temperature_fitted_on_too_few_clips_is_not_applied_even_inside_the_range():
+    """14 validation clips fitted T = 0.069 (inside the bounds) and it was applied; below
+    MIN_CALIBRATION_CLIPS a fit is kept out whatever it says, and a large enough split keeps its fit."""
+    from earmark.config import EvaluationConfig
+    from earmark.evaluate.calibrate import MIN_CALIBRATION_CLIPS, fit_calibration
+
+    logits, y = sampled(14, 3, 0.4)  # under-confident logits: the fit wants a sharper T, inside the range
+    fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
+    assert fit["temperature"] == 1.0 and not fit["calibrated"] and 0.05 < fit["fitted_temperature"] < 1
+    assert any(f"fewer than the {MIN_CALIBRATION_CLIPS}" in note for note in fit["notes"])
+    logits, y = sampled(2000, 3, 0.4)
+    fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
+    assert fit["calibrated"] and fit["temperature"] == fit["fitted_temperature"] < 1

@@ -11,6 +11,7 @@ import numpy as np
 from earmark.config import EvaluationConfig
 
 CALIBRATION_FILE = "calibration.json"
+MIN_CALIBRATION_CLIPS = 50  # fewer validation clips fit a temperature to noise (14 clips gave T = 0.069): T = 1 kept
 
 
 def fit_calibration(logits: np.ndarray, y_true: np.ndarray, labels: Sequence[str],
@@ -74,6 +75,9 @@ def accept_temperature(fitted: float, logits: np.ndarray, y_true: np.ndarray, n_
         return 1.0, ""
     low, high = TEMPERATURE_RANGE
     n = len(y_true)
+    if n < MIN_CALIBRATION_CLIPS:
+        return 1.0, (f"{n} validation clips are fewer than the {MIN_CALIBRATION_CLIPS} a temperature needs (the "
+                     f"fit gave {fitted:.3g}); a larger split.val_fraction helps, or evaluation.calibrate=false")
     if fitted <= low * 1.01 or fitted >= high * 0.99:
         return 1.0, (f"the fit on {n} validation clips reached the bound of the search ({fitted:.3g}; range "
                      f"{low:g}–{high:g}); too few or too easy validation clips to calibrate on — a larger "
