@@ -46,7 +46,7 @@ def embeddings(name: str, workspace: Path) -> tuple[np.ndarray, pd.DataFrame]:
     out = workspace / f"{name}.npy"
     overrides = [f"workspace={workspace}", f"data.cache_dir={workspace}/cache", f"runs_dir={workspace}/runs",
                  "model.name=aisfx", *DATA[name]]
-    api.embed(None, overrides, out=out, progress=False)
+    api.embed(None, overrides, out=out)
     return np.load(out), pd.read_csv(out.with_suffix(".csv"), dtype={"label": str})
 
 
