@@ -99,7 +99,7 @@ def out_of_fold_probabilities(x: np.ndarray, y: np.ndarray, groups: np.ndarray |
     """(N, C) probabilities of each clip from a probe that never saw it (stratified, grouped folds): the
     training part standardised, reduced to AUDIT_PCA_DIMS principal components, then a logistic regression
     with C=AUDIT_C. Measured with 10 % injected flips on mridangam (ungrouped, 5 folds): C=1 on all 1,024
-    dimensions learned the flips (precision 0.51); this probe reached precision 0.81, recall 0.94."""
+    dimensions learned the flips (precision 0.51); this probe reached precision 0.80, recall 0.93."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -122,7 +122,8 @@ def find_label_issues(probabilities: np.ndarray, y: np.ndarray) -> np.ndarray:
     """cleanlab's `find_label_issues` (confident learning, Northcutt et al. 2021; prune by noise rate) on
     out-of-fold probabilities (N, C) and given class ids (N,): a boolean mask of likely mislabels. Replaces
     earmark's hand-written rule, which on the same injected flips found fewer (mridangam, 10 % flips:
-    recall 0.79 against cleanlab's 0.94 at precision 0.84 against 0.81; benchmarks/honesty.py)."""
+    recall 0.80 against cleanlab's 0.93 at precision 0.85 against 0.80; FSDD: 0.78 against 0.93 at 0.90
+    against 0.82; benchmarks/honesty.py)."""
     from cleanlab.filter import find_label_issues as cleanlab_issues
 
     return np.asarray(cleanlab_issues(labels=np.asarray(y), pred_probs=np.asarray(probabilities)), dtype=bool)
