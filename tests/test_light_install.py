@@ -27,7 +27,7 @@ from onnx_runs import RATE_HZ, exported_model
 # top-level modules of the dependencies the light install leaves out (and what they pull in)
 HEAVY = ("torch", "torchaudio", "torchvision", "lightning", "pytorch_lightning", "lightning_fabric", "transformers",
          "optuna", "yt_dlp", "gdown", "timm", "sklearn", "scipy", "matplotlib", "tensorboard", "onnx", "onnxscript",
-         "safetensors")
+         "safetensors", "cleanlab")
 
 LIGHT_CLI = textwrap.dedent(f"""
     import atexit, importlib.abc, sys
@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEFT_OUT = {"torch": "torch", "lightning": "lightning", "scikit-learn": "sklearn", "scipy": "scipy",
             "matplotlib": "matplotlib", "tensorboard": "tensorboard", "timm": "timm", "transformers": "transformers",
             "onnx": "onnx", "safetensors": "safetensors", "onnxscript": "onnxscript", "optuna": "optuna",
-            "yt-dlp": "yt_dlp", "gdown": "gdown"}
+            "yt-dlp": "yt_dlp", "gdown": "gdown", "cleanlab": "cleanlab"}
 
 
 def requirement_names(pyproject: Path) -> set[str]:
