@@ -44,6 +44,8 @@ TINY_PARAMS: dict[str, dict] = {
     "aisfx": {"head": "linear"},  # a fixed pretrained network (4.7 M): only the head is small
     "resemblyzer": {"head": "linear"},  # a fixed pretrained LSTM (1.4 M)
     "crepe": {"head": "linear"},  # the bundled tiny CREPE (487 k)
+    "mfcc_stats": {"head": "linear"},  # nothing learned before the head
+    "fusion": {"views": ["mfcc_stats"], "combine": "average"},  # tests/test_fusion.py fuses aisfx too
     "hf_audio": {"hf_config": {"model_type": "wav2vec2", "hidden_size": 16, "num_hidden_layers": 1,  # no download:
                                "num_attention_heads": 2, "intermediate_size": 32,  # built from its config
                                "conv_dim": [16, 16], "conv_kernel": [10, 4], "conv_stride": [5, 4],

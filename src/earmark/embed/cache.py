@@ -47,6 +47,22 @@ def load_vectors(cache_dir: Path, backbone_id: str, n_rows: int, dim: int) -> tu
     return vectors, filled
 
 
+def embedding_views(model) -> list:
+    """The parts of `model` that embed and cache separately: a fusion's views, else the model itself (each has
+    `embedder`, `backbone_id`, `embedding_dim`)."""
+    return list(getattr(model, "views", None) or [model])
+
+
+def cached_model_embeddings(model, waves: np.ndarray, rows: np.ndarray, cache_dir: Path, *, batch_size: int = 32,
+                            device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, int]:
+    """`cached_embeddings` of every view of `model` (one cache file per view), side by side: (vectors
+    (len(waves), sum D), how many view embeddings were computed now)."""
+    parts = [cached_embeddings(view, waves, rows, cache_dir, batch_size=batch_size, device=device, progress=progress)
+             for view in embedding_views(model)]
+    vectors = parts[0][0] if len(parts) == 1 else np.concatenate([part[0] for part in parts], axis=1)
+    return vectors, sum(part[1] for part in parts)
+
+
 def cached_embeddings(model, waves: np.ndarray, rows: np.ndarray, cache_dir: Path, *, batch_size: int = 32,
                       device: str = "cpu", progress: bool = True) -> tuple[np.ndarray, int]:
     """(vectors (len(waves), D) with `rows` filled, how many were computed now) for an `EmbeddingClassifier`

@@ -7,6 +7,7 @@ relying on who imported what.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -34,6 +35,8 @@ MODEL_MODULES = (
     "earmark.models.hub_embedders",
     "earmark.models.ensemble",
     "earmark.models.resemblyzer",
+    "earmark.models.mfcc_stats",
+    "earmark.models.fusion",
 )
 BUILDER_ARGUMENTS = {"n_classes", "input_shape", "variant"}  # supplied by earmark, not by model.params
 
@@ -47,6 +50,11 @@ class ModelEntry:
     pretrained: Optional[str] = None  # where `pretrained: true` weights come from; None: none exist
     needs_groups: bool = False  # forward(x, groups) with a group id per clip (speaker-personalised models)
     sample_rate_hz: Optional[int] = None  # the only rate a pretrained backbone takes (None: any)
+    sample_rate_for: Optional[Callable[[dict[str, Any]], int]] = None  # params → rate, where params decide it
+
+    def rate_for(self, params: dict[str, Any]) -> Optional[int]:
+        """The rate the model takes with these model.params (None: any rate; not an embedder)."""
+        return self.sample_rate_for(params) if self.sample_rate_for is not None else self.sample_rate_hz
 
     def param_names(self) -> list[str]:
         return [p for p in inspect.signature(self.builder).parameters if p not in BUILDER_ARGUMENTS]
@@ -64,12 +72,15 @@ class ModelRegistry:
         self._families: dict[str, ModelEntry] = {}  # "timm:" → builder(variant=...)
 
     def register(self, name: str, *, input_kind: InputKind, description: str, pretrained: Optional[str] = None,
-                 needs_groups: bool = False, sample_rate_hz: Optional[int] = None) -> Callable:
+                 needs_groups: bool = False, sample_rate_hz: Optional[int] = None,
+                 sample_rate_for: Optional[Callable[[dict[str, Any]], int]] = None) -> Callable:
+        """`sample_rate_hz`: the one rate the model takes; `sample_rate_for(params)`: the rate, where it
+        depends on model.params (a fusion takes the highest rate of its views)."""
         def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
             if name in self._entries:
                 raise ValueError(f"model '{name}' is registered twice")
             self._entries[name] = ModelEntry(name, builder, input_kind, description, pretrained, needs_groups,
-                                             sample_rate_hz)
+                                             sample_rate_hz, sample_rate_for)
             return builder
 
         return decorator
@@ -161,8 +172,7 @@ def describe_models(n_classes: int = 10, count_parameters: bool = False) -> list
                     model = create_model(entry.name, n_classes, DEFAULT_INPUT_SHAPES[entry.input_kind])
                 n_params = sum(p.numel() for p in model.parameters())
             except EarmarkError as exc:  # a model that needs settings (or the hub) to build says so
-                entry = ModelEntry(entry.name, entry.builder, entry.input_kind, f"{entry.description} ({exc})",
-                                   entry.pretrained, entry.needs_groups, entry.sample_rate_hz)
+                entry = dataclasses.replace(entry, description=f"{entry.description} ({exc})")
         rows.append({"name": entry.name, "input": entry.input_kind, "parameters": n_params,
                      "pretrained": entry.pretrained or "no", "description": entry.description,
                      "params": entry.param_defaults(), "needs_groups": entry.needs_groups})

@@ -23,7 +23,13 @@ MIN_STD = 1e-3
 def fit_head(head, x_train: np.ndarray, y_train: np.ndarray, x_val: Optional[np.ndarray] = None,
              y_val: Optional[np.ndarray] = None, *, n_classes: int, class_weights: Optional[list[float]] = None,
              seed: int = 0) -> dict[str, Any]:
-    """Fit `head` (an `EmbeddingHead`) in place on embeddings (N, D) and class ids (N,); returns facts."""
+    """Fit `head` (an `EmbeddingHead`) in place on embeddings (N, D) and class ids (N,); returns facts.
+    A head with `members()` (a fusion's `AveragedHeads`) fits each member on its columns."""
+    if hasattr(head, "members"):
+        views = [fit_head(member, x_train[:, columns], y_train, None if x_val is None else x_val[:, columns], y_val,
+                          n_classes=n_classes, class_weights=class_weights, seed=seed)
+                 for member, columns in head.members()]
+        return {"head": head.kind, "combine": "average", "views": views}
     mean = x_train.mean(axis=0)
     std = np.maximum(x_train.std(axis=0), MIN_STD)
     head.mean_.copy_(torch.from_numpy(mean))

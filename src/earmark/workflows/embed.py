@@ -46,19 +46,19 @@ class AuditResult:
 def embedded_data(config: Config, *, strict: bool = False, progress: bool = True):
     """(prepared data, the backbone model, vectors (n_cache_rows, D), how many were embedded now)."""
     from earmark.data.prepared import prepare_data
-    from earmark.embed.cache import cached_embeddings
+    from earmark.embed.cache import cached_model_embeddings
     from earmark.models.registry import create_model
     from earmark.workflows.plan import plan_model
 
     plan = plan_model(config)
     config = plan.config
-    if plan.entry.sample_rate_hz is None:
+    if plan.entry.rate_for(config.model.params) is None:
         raise EarmarkError(f"model '{config.model.name}' is not a pretrained embedder; choose one such as "
                            f"model.name=aisfx")
     prepared = prepare_data(config, strict=strict, progress=progress)
     n_samples = int(round(config.data.duration_s * config.data.sample_rate_hz))
     model = create_model(config.model.name, len(prepared.labels), (1, n_samples), **config.model.params)
-    vectors, computed = cached_embeddings(model, prepared.cache.waves, prepared.items["row"].to_numpy(),
+    vectors, computed = cached_model_embeddings(model, prepared.cache.waves, prepared.items["row"].to_numpy(),
                                           prepared.cache.directory, progress=progress)
     return prepared, model, vectors, computed
 

@@ -56,14 +56,15 @@ def with_model_requirements(config: Config) -> Config:
     from earmark.models.registry import MODELS
 
     entry = MODELS.entry(config.model.name)
-    if entry.sample_rate_hz is None:
+    rate_hz = entry.rate_for(config.model.params)
+    if rate_hz is None:
         return config
     updates = {}
-    if config.data.sample_rate_hz != entry.sample_rate_hz:
+    if config.data.sample_rate_hz != rate_hz:
         if config.data.sample_rate_hz != DataConfig.model_fields["sample_rate_hz"].default:
-            raise EarmarkError(f"model '{entry.name}' takes audio at {entry.sample_rate_hz} Hz; set "
-                               f"data.sample_rate_hz={entry.sample_rate_hz} (or leave it unset)")
-        updates["data"] = config.data.model_copy(update={"sample_rate_hz": entry.sample_rate_hz})
+            raise EarmarkError(f"model '{entry.name}' takes audio at {rate_hz} Hz; set "
+                               f"data.sample_rate_hz={rate_hz} (or leave it unset)")
+        updates["data"] = config.data.model_copy(update={"sample_rate_hz": rate_hz})
     features = {}
     if config.features.kind != "waveform" and config.features.kind == FeaturesConfig.model_fields["kind"].default:
         features["kind"] = "waveform"

@@ -45,14 +45,14 @@ def fit_probe(plan, prepared, module, run_dir: Path, evaluate_test: bool, evalua
     """Embed (cached), fit the head, save, calibrate and evaluate; returns (metrics, fit seconds)."""
     import torch
 
-    from earmark.embed.cache import cached_embeddings
+    from earmark.embed.cache import cached_model_embeddings
     from earmark.train.probe import fit_head
     from earmark.workflows.evaluate import fit_on_validation, write_untested_metrics
 
     config, items = plan.config, prepared.items
     device = "cuda" if torch.cuda.is_available() else "cpu"
     started = time.perf_counter()
-    vectors, computed = cached_embeddings(module.model, prepared.cache.waves, items["row"].to_numpy(),
+    vectors, computed = cached_model_embeddings(module.model, prepared.cache.waves, items["row"].to_numpy(),
                                           prepared.cache.directory, device=device, progress=config.train.progress)
     embed_seconds = time.perf_counter() - started
     x_train, y_train = vectors[prepared.rows("train")], prepared.targets("train")
