@@ -1,6 +1,6 @@
 """From-scratch vs pretrained probe vs fine-tune, side by side in one run: accuracy and wall time.
 
-    python benchmarks/transfer.py [--parts sample,fsdd,mridangam,fewshot,export] [--keep DIR]
+    python benchmarks/transfer.py [--parts sample,fsdd,mridangam,fewshot,export,fusion,...] [--keep DIR]
                                   [--scratch-epochs 15] [--finetune-epochs 5]
 
 - sample:    the bundled demo (speaker-held-out split): simple_cnn from zero (library defaults), the aisfx
@@ -37,6 +37,16 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer.json"
 PROBE = ["model.name=aisfx"]
 PROBE_MLP = ["model.name=aisfx", "model.params.head=mlp"]
+FUSION_VIEWS = ("aisfx", "mfcc_stats")
+
+
+def fusion_candidates() -> dict[str, list[str]]:
+    """Each view's own probe, then the fusion of all of them both ways."""
+    views = f"model.params.views=[{','.join(FUSION_VIEWS)}]"
+    candidates = {f"probe {view}": [f"model.name={view}"] for view in FUSION_VIEWS}
+    for combine in ("concat", "average"):
+        candidates[f"fusion {combine}"] = ["model.name=fusion", views, f"model.params.combine={combine}"]
+    return candidates
 
 
 def finetune(epochs: int) -> list[str]:
@@ -140,6 +150,26 @@ def part_export(workspace: Path, args, results: dict) -> None:
               f"{row['int8_accuracy']:.4f}, top-1 agreement {row['top1_agreement']}, {row['size_mb']} MB", flush=True)
 
 
+def part_fusion(workspace: Path, args, results: dict) -> None:
+    for name, overrides in fusion_candidates().items():
+        row = run(f"sample: {name}", base(workspace, f"s-{name.replace(' ', '-')}") + overrides, results)
+    exported = api.export(row["run_dir"], Path(row["run_dir"]) / "export", log=lambda text: None)  # the average
+    fp32 = exported.parity["fp32"]
+    results["export fusion average"] = {"p50_ms": p50_ms(exported.model_path),
+                                        "max_abs_prob_diff": fp32["max_abs_prob_diff"],
+                                        "top1_agreement": fp32["top1_agreement"]}
+    print(f"{'export fusion average (1-s clip)':<34} p50 {results['export fusion average']['p50_ms']} ms, parity "
+          f"max |Δp| {fp32['max_abs_prob_diff']:.2e}, top-1 agreement {fp32['top1_agreement']}", flush=True)
+
+
+def part_fusion_cv(data: list[str], group_by: str, tag: str):
+    def part(workspace: Path, args, results: dict) -> None:
+        for name, overrides in fusion_candidates().items():
+            cv(f"{tag} 6-fold: {name}", base(workspace, f"{tag}-{name.replace(' ', '-')}") + data + overrides,
+               group_by, results)
+    return part
+
+
 def p50_ms(model_path: Path) -> float:
     """Median wall time of one 1-s clip through an exported model on one thread (30 runs, 5 warm-up)."""
     from earmark.predict.onnx_predictor import OnnxPredictor
@@ -155,7 +185,9 @@ def p50_ms(model_path: Path) -> float:
 
 
 PARTS = {"sample": part_sample, "fsdd": part_fsdd, "mridangam": part_mridangam, "fewshot": part_fewshot,
-         "export": part_export}
+         "export": part_export, "fusion": part_fusion,
+         "fusion-fsdd": part_fusion_cv(["data.source=fsdd", f"data.path={SHARED / 'fsdd'}"], "speaker", "fsdd"),
+         "fusion-mridangam": part_fusion_cv(mridangam_data(), "tonic", "mridangam")}
 
 
 def main(argv: list[str] | None = None) -> int:
