@@ -152,3 +152,16 @@ def test_version_config_and_flags_in_help(tmp_path):
     assert_clean_error(earmark("config", "train.bach_size=3", cwd=tmp_path), "did you mean 'batch_size'")
     helped = earmark("train", "--help", cwd=tmp_path)
     assert "--no-strict" in helped.stdout and "<bool>" not in helped.stdout
+
+
+def test_config_prints_what_train_runs_and_suggests_near_misses(tmp_path):
+    import yaml
+
+    # a pretrained backbone decides the rate and the front-end: `config` says so, as the run's config.yaml will
+    shown = earmark("config", "model.name=aisfx", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    planned = yaml.safe_load(shown.stdout)
+    assert planned["data"]["sample_rate_hz"] == 44100 and planned["features"]["kind"] == "waveform"
+    assert planned["features"]["normalize"] is False
+    assert_clean_error(earmark("config", "model.name=simple_cn", cwd=tmp_path), "model.name", "did you mean 'simple_cnn'")
+    assert_clean_error(earmark("config", "data.clip=chunck", cwd=tmp_path), "data.clip", "did you mean 'chunk'")

@@ -58,6 +58,11 @@ def predict_stream(model: str | Path, source: str | Path = "-", *, chunk_s: floa
     return _call("earmark.workflows.predict:predict_stream", locals())
 
 
+def planned_config(config: ConfigLike = None, overrides: Sequence[str] = ()) -> Config:
+    """The config `train` runs with: the defaults, the file, the overrides, then the model's requirements."""
+    return _call("earmark.workflows.plan:planned_config", locals())
+
+
 def inspect(config: ConfigLike = None, overrides: Sequence[str] = (), out_dir: str | Path | None = None, augment=False):
     """Summarise the data and draw example (and, with `augment`, augmented) spectrograms."""
     return _call("earmark.workflows.inspect:inspect_data", locals())

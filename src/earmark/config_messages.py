@@ -4,6 +4,7 @@ wrong, and a near-miss suggestion."""
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import yaml
@@ -38,7 +39,9 @@ def format_validation_error(error: ValidationError, root: type[BaseModel], origi
         if item["type"] == "extra_forbidden":
             message = "unknown key" + did_you_mean(str(item["loc"][-1]), _allowed_at(root, item["loc"]))
         elif item["type"] == "literal_error":
-            message = f"must be one of {item.get('ctx', {}).get('expected', '')}; got {item.get('input')!r}"
+            expected = str(item.get("ctx", {}).get("expected", ""))
+            message = (f"must be one of {expected}; got {item.get('input')!r}"
+                       + did_you_mean(str(item.get("input")), re.findall(r"'([^']*)'", expected)))
         lines.append(f"  {key}: {message}")
     return "\n".join(lines)
 

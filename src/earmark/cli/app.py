@@ -100,11 +100,12 @@ def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
 
 @app.command("config")
 def show_config(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False)) -> None:
-    """Print the full resolved config as YAML: the defaults, then the YAML file, then the overrides."""
-    from earmark.config import load_config
+    """Print the config `train` will run as YAML: the defaults, then the YAML file, then the overrides, then
+    what the model requires (e.g. a pretrained backbone's sample rate and front-end)."""
+    from earmark import api
 
     config, overrides = _split_config_args(args)
-    sys.stdout.write(load_config(config, overrides).to_yaml())
+    sys.stdout.write(api.planned_config(config, overrides).to_yaml())
 
 
 @app.command()

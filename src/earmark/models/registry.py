@@ -16,6 +16,7 @@ from typing import Any, Callable, Literal, Optional
 
 from torch import nn
 
+from earmark.config_messages import did_you_mean
 from earmark.errors import EarmarkError
 
 InputKind = Literal["spectrogram", "waveform"]
@@ -106,8 +107,9 @@ class ModelRegistry:
                                                    family.builder)
                 return ModelEntry(name, builder, family.input_kind, family.description, family.pretrained)
         if name not in self._entries:
-            available = ", ".join(sorted(self._entries) + [f.name for f in self._families.values()])
-            raise EarmarkError(f"unknown model.name '{name}'; available models: {available}")
+            names = sorted(self._entries) + [f.name for f in self._families.values()]
+            raise EarmarkError(f"unknown model.name '{name}'{did_you_mean(name, names)}; available models: "
+                               f"{', '.join(names)}")
         return self._entries[name]
 
     def names(self) -> list[str]:

@@ -9,7 +9,8 @@ whether there is a validation split). Stages receive these answers; none asks th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -97,6 +98,18 @@ def plan_model(config: Config) -> ModelPlan:
         settings = settings_for(config)
         check_schedule(adaptation_config(config, settings).train)
     return ModelPlan(config, entry, settings)
+
+
+def planned_config(config: Config | str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The config `train` runs with: `config` (an object, a YAML path or None for the defaults) with
+    `overrides`, checked as train checks it and with the model's requirements applied (a backbone's
+    sample rate and front-end); what `earmark config` prints."""
+    from earmark.config import as_config
+    from earmark.train.optim import check_schedule
+
+    config = as_config(config, overrides)
+    check_schedule(config.train)
+    return plan_model(config).config
 
 
 def check_groups(plan: ModelPlan, items) -> list[str] | None:
