@@ -192,3 +192,45 @@ def test_config_changes_name_every_differing_setting():
     assert list(config_changes(old, new, may_change=("train.max_epochs",))) == ["seed", "train.lr"]
     assert config_changes(old, old) == {}
     assert describe_changes(config_changes(old, new), limit=2) == "seed (0 → 3), train.lr (0.01 → 0.02) and 1 more"
+
+
+def test_evaluate_on_a_csv_reports_the_rows_it_cannot_score(trained, tmp_path, capsys):
+    """Empty WAVs and a row without a label are counted by reason and listed, as prepare does; never silently dropped."""
+    result, _, root = trained
+    (tmp_path / "empty_0.wav").write_bytes(b"")
+    (tmp_path / "empty_1.wav").write_bytes(b"")
+    rows = [f"{root / label / f'{label}_{take}.wav'},{label}" for label in ("low", "high") for take in range(3)]
+    rows += [f"{tmp_path / 'empty_0.wav'},low", f"{tmp_path / 'empty_1.wav'},high", f"{root / 'mid' / 'mid_0.wav'},"]
+    listing = tmp_path / "with_bad_rows.csv"
+    listing.write_text("path,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "eval_bad_rows"
+    metrics = api.evaluate(result.run_dir, data=listing, out_dir=out)
+    assert metrics["n_clips"] == 6
+    assert metrics["unscored"]["bad_files"] == 2 and metrics["unscored"]["ignored"] == 1
+    assert sum(metrics["unscored"]["by_reason"].values()) == 3
+    bad = pd.read_csv(out / "bad_files.csv")
+    assert sorted(bad["path"]) == [str(tmp_path / "empty_0.wav"), str(tmp_path / "empty_1.wav")]
+    assert len(pd.read_csv(out / "ignored_files.csv")) == 1
+    assert any("2 of 8 listed file(s) could not be decoded" in w for w in metrics["warnings"])
+    printed = capsys.readouterr().out
+    assert "bad: 2" in printed and "ignored: 1" in printed
+    assert json.loads((out / "metrics.json").read_text())["unscored"]["bad_files"] == 2
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("sample_rate_hz", 44100, "data.sample_rate_hz: 44100 here, 8000 in the model"),
+    ("duration_s", 2.0, "data.duration_s: 2.0 here, 0.5 in the model"),
+    ("n_mels", 64, "features.n_mels: 64 here, 32 in the model")])
+def test_evaluate_refuses_a_run_whose_config_was_edited_after_training(trained, tmp_path, key, value, says):
+    import shutil
+
+    import yaml
+
+    result, _, _ = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(result.run_dir, edited)
+    config = yaml.safe_load((edited / "config.yaml").read_text())
+    config["features" if key == "n_mels" else "data"][key] = value
+    (edited / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(EarmarkError, match=f"{edited / 'config.yaml'} disagrees with the model.*{says}"):
+        api.evaluate(edited, out_dir=tmp_path / "eval_edited")

@@ -26,6 +26,18 @@ class InputContract:
         data["labels"] = list(self.labels)
         return data
 
+    def disagreements(self, data: dict[str, Any], features: dict[str, Any]) -> list[str]:
+        """'data.sample_rate_hz: 44100 here, 8000 in the model' for every audio or front-end setting of a
+        config (its `data` and `features` sections as dicts) that differs from this contract: a config
+        that says something else than the model it describes. Keys the contract does not hold are skipped."""
+        ours = {f"data.{key}": getattr(self, key) for key in ("sample_rate_hz", "duration_s", "clip")}
+        if self.clip == "chunk":
+            ours["data.chunk_hop_s"] = self.chunk_hop_s
+        ours.update({f"features.{key}": value for key, value in self.features.items()})
+        theirs = {**{f"data.{k}": v for k, v in data.items()}, **{f"features.{k}": v for k, v in features.items()}}
+        return [f"{key}: {theirs[key]!r} here, {value!r} in the model" for key, value in ours.items()
+                if key in theirs and theirs[key] != value]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InputContract":
         data = dict(data)

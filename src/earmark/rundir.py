@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from earmark.config import Config, load_config
+from earmark.contract import InputContract
 from earmark.errors import EarmarkError
 
 CONFIG_FILE = "config.yaml"
@@ -100,6 +101,18 @@ class RunDir:
         if not self.is_run():
             raise EarmarkError(f"{self.path} is not a run directory (no {CONFIG_FILE})")
         return load_config(self.config_file)
+
+    def config_matching(self, contract: InputContract, config: Config | None = None) -> Config:
+        """config.yaml, checked against the input contract saved in the run's checkpoint: a config edited
+        after training (another sample rate, clip length or front-end) would score audio the model never
+        heard, so it is refused, naming each key that disagrees."""
+        config = config if config is not None else self.load_config()
+        differing = contract.disagreements(config.data.model_dump(), config.features.model_dump())
+        if differing:
+            raise EarmarkError(f"{self.config_file} disagrees with the model in its checkpoint ({'; '.join(differing)}); "
+                               f"the checkpoint's input contract is what the model was trained on: set those keys "
+                               f"back in {self.config_file} (or train a new run with the new settings)")
+        return config
 
     def labels(self) -> list[str]:
         """The class names in class-id order; a damaged labels.json is one EarmarkError naming it."""

@@ -99,17 +99,25 @@ def summary_lines(cache: DecodedCache, report_dir: Path | None) -> list[str]:
     lines = [f"files: {stats.n_files}  decoded: {stats.n_decoded}  reused from cache: {stats.n_reused}  "
              f"bad: {stats.n_bad}  ignored: {len(cache.ignored_files)}  clips: {stats.n_segments}  "
              f"({stats.seconds:.1f} s)"]
-    for name, table in (("bad", cache.bad_files), ("ignored", cache.ignored_files)):
-        if not len(table):
+    for name, counts in reason_counts(cache).items():
+        if not counts:
             continue
         where = f" (listed in {report_dir / (name + '_files.csv')})" if report_dir is not None else ""
         lines.append(f"{name} files{where}:")
-        reasons = table["reason"]
-        if name == "bad":  # "cannot decode: <details>" -> "cannot decode"
-            # a trailing "(...)" only: "unsupported format '(no extension)' (supported: ...)" keeps its name
-            reasons = reasons.str.replace(r"\s+\([^()]*\)$", "", regex=True).str.split(": ").str[0]
-        lines += [f"  {count:>6}  {reason}" for reason, count in reasons.value_counts().items()]
+        lines += [f"  {count:>6}  {reason}" for reason, count in counts.items()]
     return lines
+
+
+def reason_counts(cache: DecodedCache) -> dict[str, dict[str, int]]:
+    """{"bad": {reason: files}, "ignored": {reason: inputs}}, most frequent first; a bad file's reason
+    without its details ("cannot decode: <details>" -> "cannot decode")."""
+    counts = {}
+    for name, table in (("bad", cache.bad_files), ("ignored", cache.ignored_files)):
+        reasons = table["reason"].astype("str")
+        if name == "bad":  # only a trailing "(...)": "unsupported format '(no extension)' (...)" keeps its name
+            reasons = reasons.str.replace(r"\s+\([^()]*\)$", "", regex=True).str.split(": ").str[0]
+        counts[name] = {str(reason): int(count) for reason, count in reasons.value_counts().items()}
+    return counts
 
 
 def _where_reasons(cache: DecodedCache, report_dir: Path | None) -> str:

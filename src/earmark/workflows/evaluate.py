@@ -99,11 +99,12 @@ def _train_items(run_dir: Path) -> pd.DataFrame | None:
 
 def evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
                  out_dir: Path | None = None, *, config: Config | None = None, group_by: Sequence[str] = (),
-                 extra: dict[str, Any] | None = None, predictor=None) -> dict[str, Any]:
+                 extra: dict[str, Any] | None = None, predictor=None, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Score the run's best checkpoint on `test_items` (rows into `waves`) and write every artifact into
     `out_dir` (default: the run directory). `config`: the run's (default: its config.yaml); `group_by`:
     metadata columns analysed per group besides the defaults; `extra`: entries added to metrics.json;
-    `predictor`: best.ckpt already loaded (default: loaded from the run)."""
+    `predictor`: best.ckpt already loaded (default: loaded from the run); `warnings`: the caller's, said
+    first (e.g. the listed files that could not be scored)."""
     from earmark.data.labels import class_ids
     from earmark.evaluate.analysis import analysed_columns
     from earmark.evaluate.calibration import softmax
@@ -138,6 +139,7 @@ def evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, lab
     plot_data = add_analyses(metrics, run_dir, config, test_items, y_true, logits, probabilities, labels,
                              group_columns, predictor, _train_items(run_dir), read_calibration(run_dir))
     metrics.update(extra or {})
+    metrics["warnings"] = [*warnings, *metrics.get("warnings", [])]
     draw_plots(metrics, plot_data, probabilities, y_true, out_dir)
     context = {"run directory": run_dir, "checkpoint": "checkpoints/best.ckpt"}
     (out_dir / REPORT_MD).write_text(markdown_report(run_dir.name, metrics, context))
@@ -182,13 +184,13 @@ def write_personalization(run_dir: Path, out_dir: Path, predictor, waves: np.nda
 
 def _evaluate_run(run_dir: Path, test_items: pd.DataFrame, waves: np.ndarray, labels: list[str],
                   out_dir: Path | None = None, *, config: Config | None = None, group_by: Sequence[str] = (),
-                  extra: dict[str, Any] | None = None, predictor=None) -> dict[str, Any]:
+                  extra: dict[str, Any] | None = None, predictor=None, warnings: Sequence[str] = ()) -> dict[str, Any]:
     """Score the run's best checkpoint on `test_items` (rows into `waves`) and write every artifact
     (see `evaluate_run` above)."""
     from earmark.workflows.evaluate import evaluate_run
 
     return evaluate_run(run_dir, test_items, waves, labels, out_dir, config=config, group_by=group_by, extra=extra,
-                        predictor=predictor)
+                        predictor=predictor, warnings=warnings)
 
 
 def _data_overrides(overrides: Sequence[str], data: str | Path | None) -> list[str]:
@@ -234,21 +236,48 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
     run = RunDir(run)
     run_dir, config, labels = run.path, run.load_config(), run.labels()
     predictor = Predictor.from_run(run_dir, trust_checkpoint=trust_checkpoint)
+    config = run.config_matching(predictor.contract, config)  # an edited config.yaml would change the scores
     if data is None:
         items = load_splits(run.splits)
         items = items[items["split"] == "test"]
     elif str(data).lower().endswith((".yaml", ".yml")):
         prepared = prepare_data(_keep_audio(load_config(data, overrides), config, overrides), progress=True)
         items = prepared.items[prepared.items["split"] == "test"]
-    else:
-        from earmark.data.sources import load_table
+    ignored = None
+    if data is not None and not str(data).lower().endswith((".yaml", ".yml")):
+        from earmark.data.sources import load_source
 
         listed = config.model_copy(update={"data": config.data.model_copy(update={"source": "csv", "path": Path(data)})})
-        items = load_table(_keep_audio(apply_overrides(listed, overrides), config, overrides).data, min_classes=1)
+        items, source = load_source(_keep_audio(apply_overrides(listed, overrides), config, overrides).data,
+                                    min_classes=1)
+        ignored = source.ignored_table()
     test_items, cache = decode_listed(items, config.data, progress=True)
+    if ignored is not None:
+        cache.ignored_files = ignored
     unknown = sorted(set(test_items["label"].astype(str)) - set(labels))
     if unknown:
         raise EarmarkError(f"the evaluation data has classes the run never saw: {', '.join(unknown)}")
     out = Path(out_dir) if out_dir else run.new_eval_dir()
+    unscored, warnings = _unscored(cache, items["path"].nunique(), out)
     return _evaluate_run(run_dir, test_items, cache.waves, labels, out_dir=out, config=config, group_by=group_by,
-                         predictor=predictor)
+                         extra={"unscored": unscored}, predictor=predictor, warnings=warnings)
+
+
+def _unscored(cache, n_listed: int, out: Path) -> tuple[dict[str, Any], list[str]]:
+    """What could not be scored, as prepare reports it: bad_files.csv and ignored_files.csv in `out`, the
+    counts by reason printed, and (metrics.json's `unscored`, its warning)."""
+    from earmark.data.prepared import reason_counts, summary_lines
+
+    out.mkdir(parents=True, exist_ok=True)
+    cache.write_bad_files(out / "bad_files.csv")
+    for line in summary_lines(cache, out):
+        print(line, flush=True)
+    reasons = {f"{name}: {reason}": n for name, counts in reason_counts(cache).items() for reason, n in counts.items()}
+    n_bad, n_ignored = len(cache.bad_files), len(cache.ignored_files)
+    unscored = {"bad_files": n_bad, "ignored": n_ignored, "by_reason": reasons,
+                "listed_in": ["bad_files.csv", "ignored_files.csv"]}
+    if not n_bad and not n_ignored:
+        return unscored, []
+    return unscored, [f"{n_bad} of {n_listed} listed file(s) could not be decoded and {n_ignored} input(s) were "
+                      f"left out: they are not scored ({', '.join(f'{k} {v}' for k, v in reasons.items())}; "
+                      f"listed in {out / 'bad_files.csv'} and {out / 'ignored_files.csv'})"]
