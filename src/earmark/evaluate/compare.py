@@ -149,6 +149,11 @@ def compare_runs(folders: Sequence[str | Path], n_resamples: int = BOOTSTRAP_RES
     warnings = []
     if n_clips < 100:
         warnings.append(f"only {n_clips} shared test clips: only large differences can be told from chance")
+    for diff in differences:
+        for metric in ("accuracy", "macro_f1"):
+            method = diff[f"{metric}_difference_method"]
+            if method != "BCa":
+                warnings.append(f"{diff['run']} − {diff['against']} {metric} interval: {method}")
     return Comparison(rows, differences, per_class, labels, n_clips, warnings)
 
 
@@ -162,6 +167,8 @@ def difference(name: str, reference: str, y_true: np.ndarray, pred_reference: np
             "accuracy_difference_ci95": bootstrap["accuracy"]["ci95"],
             "macro_f1_difference": bootstrap["macro_f1"]["difference"],
             "macro_f1_difference_ci95": bootstrap["macro_f1"]["ci95"],
+            "accuracy_difference_method": bootstrap["accuracy"]["method"],
+            "macro_f1_difference_method": bootstrap["macro_f1"]["method"],
             "mcnemar": test, "significant": test["p_value"] < SIGNIFICANCE_LEVEL, "bootstrap": bootstrap["resamples"],
             "verdict": verdict(name, reference, test["p_value"], bootstrap)}
 

@@ -2,8 +2,8 @@
 
 Both tests use the pairing: each clip is scored by both models, so clip difficulty cancels out.
 - McNemar's exact test looks only at the discordant clips (one model right, the other wrong).
-- The paired bootstrap resamples clips (the same resample for both models) and reads a 95%
-  interval for the difference of a metric off the resampled differences.
+- The paired bootstrap (scipy.stats.bootstrap, BCa) resamples clips (the same resample for both
+  models) and gives a bias-corrected 95% interval for the difference of a metric.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import numpy as np
 
 BOOTSTRAP_RESAMPLES = 2000
 SIGNIFICANCE_LEVEL = 0.05
-# Resamples are drawn in blocks so memory stays at block × n_clips × n_classes floats.
+# Resamples (and BCa's jackknife) are evaluated in blocks so memory stays at block × n_clips integers.
 BOOTSTRAP_BLOCK = 250
+WIDENED = "BCa, widened to hold the estimate (the resampled differences are biased: too few clips per class)"
 
 
 def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
@@ -35,55 +36,77 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
             "both_wrong": int((~correct_a & ~correct_b).sum()), "p_value": p_value}
 
 
-def macro_f1_from_counts(clip_weights: np.ndarray, true_onehot: np.ndarray, pred_onehot: np.ndarray) -> np.ndarray:
-    """Macro F1 of R weighted copies of one test set: clip_weights (R, N) → (R,).
+def macro_f1_batched(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro F1 over the last axis: y_true, pred (..., N) class ids → (...).
 
-    true_onehot, pred_onehot (N, C). Every class counts, a class with no true and no predicted clip as 0
-    (as `earmark.evaluate.metrics.classification_metrics` does, so the unweighted value matches metrics.json).
+    Every class counts, a class with no true and no predicted clip as 0 (as
+    `earmark.evaluate.metrics.classification_metrics` does, so the full-set value matches metrics.json).
     """
-    hits = clip_weights @ (true_onehot * pred_onehot)  # (R, C) true positives
-    support = clip_weights @ true_onehot  # (R, C) true positives + false negatives
-    predicted = clip_weights @ pred_onehot  # (R, C) true positives + false positives
-    denominator = support + predicted
-    f1 = np.divide(2 * hits, denominator, out=np.zeros_like(hits, dtype=float), where=denominator > 0)
-    return f1.mean(axis=1)
+    y_true, pred = np.asarray(y_true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    lead = y_true.shape[:-1]
+    n_rows = int(np.prod(lead, dtype=np.int64))
+    offsets = (np.arange(n_rows, dtype=np.int64) * n_classes)[:, None]  # (R, 1): one block of classes per row
+    true_codes, pred_codes = offsets + y_true.reshape(n_rows, -1), offsets + pred.reshape(n_rows, -1)  # (R, N)
+    size = n_rows * n_classes
 
+    def counts(codes: np.ndarray) -> np.ndarray:
+        return np.bincount(codes.ravel(), minlength=size).reshape(n_rows, n_classes)  # (R, C)
 
-def _onehot(ids: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes, dtype=float)[np.asarray(ids, dtype=int)]  # (N, C)
+    hits = counts(true_codes[true_codes == pred_codes])
+    denominator = counts(true_codes) + counts(pred_codes)  # support + predicted
+    f1 = np.divide(2 * hits, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
+    return f1.mean(axis=1).reshape(lead)
 
 
 def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n_classes: int,
                      n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict[str, dict[str, Any]]:
-    """95% percentile intervals of B − A for accuracy and macro F1; y_true, pred_a, pred_b (N,) class ids.
+    """95% intervals of B − A for accuracy and macro F1; y_true, pred_a, pred_b (N,) class ids.
 
-    Each resample draws N clips with replacement, the same clips for both models.
+    scipy.stats.bootstrap, paired (each resample draws N clips with replacement, the same clips for both
+    models) with the bias-corrected and accelerated (BCa) interval: the percentile interval of a biased
+    statistic such as macro F1 on resamples (which miss rare classes) can miss the estimate itself.
+    Degenerate data (every clip's difference the same, e.g. identical predictions) has no spread to
+    resample: the interval is the estimate itself, and `method` says so.
     """
-    y_true, pred_a, pred_b = (np.asarray(a, dtype=int) for a in (y_true, pred_a, pred_b))
-    n_clips = len(y_true)
-    true_onehot = _onehot(y_true, n_classes)
-    onehot_a, onehot_b = _onehot(pred_a, n_classes), _onehot(pred_b, n_classes)
-    correct_diff = (pred_b == y_true).astype(float) - (pred_a == y_true).astype(float)  # (N,)
-    rng = np.random.default_rng(seed)
-    accuracy_diffs, f1_diffs = [], []
-    for start in range(0, n_resamples, BOOTSTRAP_BLOCK):
-        block = min(BOOTSTRAP_BLOCK, n_resamples - start)
-        drawn = rng.integers(0, n_clips, size=(block, n_clips))  # (R, N) clip indices
-        flat = (np.arange(block)[:, None] * n_clips + drawn).ravel()
-        weights = np.bincount(flat, minlength=block * n_clips).reshape(block, n_clips).astype(float)  # (R, N) draws
-        accuracy_diffs.append(weights @ correct_diff / n_clips)
-        f1_diffs.append(macro_f1_from_counts(weights, true_onehot, onehot_b)
-                        - macro_f1_from_counts(weights, true_onehot, onehot_a))
-    everything = np.ones((1, n_clips))
-    observed = {
-        "accuracy": float(correct_diff.mean()),
-        "macro_f1": float((macro_f1_from_counts(everything, true_onehot, onehot_b)
-                           - macro_f1_from_counts(everything, true_onehot, onehot_a))[0]),
-    }
-    result = {}
-    for name, diffs in (("accuracy", np.concatenate(accuracy_diffs)), ("macro_f1", np.concatenate(f1_diffs))):
-        low, high = np.percentile(diffs, [2.5, 97.5])
-        result[name] = {"difference": observed[name], "ci95": [float(low), float(high)],
+    y_true, pred_a, pred_b = (np.asarray(a, dtype=np.int64) for a in (y_true, pred_a, pred_b))
+
+    def accuracy_difference(t: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return (b == t).mean(axis=axis) - (a == t).mean(axis=axis)
+
+    def macro_f1_difference(t: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return macro_f1_batched(t, b, n_classes) - macro_f1_batched(t, a, n_classes)
+
+    result: dict[str, dict[str, Any]] = {}
+    for name, statistic in (("accuracy", accuracy_difference), ("macro_f1", macro_f1_difference)):
+        estimate = float(statistic(y_true, pred_a, pred_b))
+        low, high, method = _bca_interval(statistic, (y_true, pred_a, pred_b), estimate, n_resamples, seed)
+        result[name] = {"difference": estimate, "ci95": [low, high], "method": method,
                         "excludes_zero": bool(low > 0 or high < 0)}
-    result["resamples"] = {"n": int(n_resamples), "seed": int(seed)}
+    result["resamples"] = {"n": int(n_resamples), "seed": int(seed), "method": "scipy.stats.bootstrap, paired, BCa"}
     return result
+
+
+def _bca_interval(statistic, data: tuple[np.ndarray, ...], estimate: float, n_resamples: int,
+                  seed: int) -> tuple[float, float, str]:
+    """(low, high, method) of scipy's paired BCa bootstrap; the estimate itself where the data are degenerate."""
+    import warnings
+
+    from scipy.stats import bootstrap
+
+    if len(data[0]) < 2:
+        return estimate, estimate, "degenerate: fewer than 2 clips, nothing to resample"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning: handled below
+        found = bootstrap(data, statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                          batch=BOOTSTRAP_BLOCK, method="BCa", confidence_level=0.95,
+                          random_state=np.random.default_rng(seed))
+    low, high = float(found.confidence_interval.low), float(found.confidence_interval.high)
+    distribution = found.bootstrap_distribution
+    if np.ptp(distribution) == 0:
+        return estimate, estimate, "degenerate: every resample gives the same difference"
+    if not (np.isfinite(low) and np.isfinite(high)):  # BCa undefined (e.g. no jackknife spread)
+        low, high = (float(v) for v in np.percentile(distribution, [2.5, 97.5]))
+        return min(low, estimate), max(high, estimate), "percentile, widened to hold the estimate (BCa undefined)"
+    if not low <= estimate <= high:  # resamples this biased (too few clips per class) do not bracket the truth
+        return min(low, estimate), max(high, estimate), WIDENED
+    return low, high, "BCa"
