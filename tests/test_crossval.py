@@ -230,3 +230,33 @@ def test_every_fold_is_checked_before_any_fold_trains(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train", reached_training)
     with pytest.raises(RuntimeError, match="training starts"):  # the advice works
         api.cv(config, ["split.val_fraction=0"], fold_column="fold")
+
+
+def test_a_fold_whose_training_part_misses_classes_is_refused_before_any_training(tmp_path):
+    """Predefined folds of 33, 1 and 2 clips: holding out the big one leaves 3 training clips without 'high'."""
+    metadata = write_tone_table(tmp_path / "data")
+    table = pd.read_csv(metadata)
+    table["fold"] = 1
+    table.loc[table.index[table["label"] == "low"][:1], "fold"] = 2
+    table.loc[table.index[table["label"] == "mid"][:2], "fold"] = 3
+    table.to_csv(metadata, index=False)
+    config = load_config(overrides=[*tiny_overrides(tmp_path, metadata), "split.val_fraction=0"])
+    with pytest.raises(EarmarkError) as error:
+        api.cv(config, fold_column="fold")
+    message = str(error.value)
+    assert "fold 1 holds 33 of 36 clips" in message and "training part, 3 clips, lacks 1 of 3 classes (high)" in message
+    assert "merge small folds" in message
+    assert not (tmp_path / "runs").exists()  # no fold was trained
+
+
+def test_the_headline_puts_the_pooled_score_beside_the_unweighted_mean():
+    from earmark.reports.crossval import headline, unequal_folds_warning
+
+    rows = [{"n_test": n} for n in (11, 1, 400, 2)]
+    summary = {"per_fold": rows, "pooled": {"n_clips": 414, "accuracy": 0.9, "balanced_accuracy": 0.8, "macro_f1": 0.7},
+               **{m: {"mean": 0.255, "std": 0.497} for m in ("accuracy", "balanced_accuracy", "macro_f1")}}
+    lines = headline(summary)
+    assert lines[0] == ("accuracy: pooled 0.9000 (every test clip once, 414 clips); per-fold mean 0.2550 ± 0.4970 "
+                        "(unweighted, 4 folds of 1–400 clips)")
+    assert "1 to 400 clips" in unequal_folds_warning(rows)[0] and "pooled" in unequal_folds_warning(rows)[0]
+    assert unequal_folds_warning([{"n_test": 90}, {"n_test": 120}]) == []

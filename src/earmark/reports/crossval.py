@@ -21,6 +21,7 @@ SUMMARY_FILE, MARKDOWN_FILE, HTML_FILE, CONFUSION_FILE = ("cv_summary.json", "cv
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 METRIC_TITLES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"}
 MAX_GROUPS_SHOWN = 10
+UNEQUAL_FOLDS = 4  # test folds whose sizes differ more than this many times get a warning
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float]:
@@ -63,7 +64,8 @@ def write_cv_summary(cv_dir: Path, rows: list[dict[str, Any]], labels: list[str]
 
     predictions = pooled_predictions([Path(row["run_dir"]) for row in rows])
     pooled = pooled_metrics(predictions["true"], predictions["predicted"], labels)
-    warnings = list(extra_warnings) + [f"fold {row['fold']}: {warning}" for row in rows for warning in row["warnings"]]
+    warnings = list(extra_warnings) + unequal_folds_warning(rows)
+    warnings += [f"fold {row['fold']}: {warning}" for row in rows for warning in row["warnings"]]
     summary = {
         "folds": folds_description,
         "n_folds": len(rows),
@@ -102,9 +104,22 @@ def fold_table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def headline(summary: dict[str, Any]) -> list[str]:
-    """'accuracy 0.9123 ± 0.0210 (pooled 0.9100)', one line per metric."""
-    return [f"{METRIC_TITLES[m]} {summary[m]['mean']:.4f} ± {summary[m]['std']:.4f} "
-            f"(pooled {summary['pooled'][m]:.4f})" for m in METRICS]
+    """'accuracy: pooled 0.9100 (every test clip once, 414 clips); per-fold mean 0.9123 ± 0.0210 (unweighted,
+    3 folds of 90–180 clips)', one line per metric: the pooled score first, as folds may differ in size."""
+    sizes = [row["n_test"] for row in summary["per_fold"]]
+    spread = f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}–{max(sizes)}"
+    return [f"{METRIC_TITLES[m]}: pooled {summary['pooled'][m]:.4f} (every test clip once, "
+            f"{summary['pooled']['n_clips']} clips); per-fold mean {summary[m]['mean']:.4f} ± {summary[m]['std']:.4f} "
+            f"(unweighted, {len(sizes)} folds of {spread} clips)" for m in METRICS]
+
+
+def unequal_folds_warning(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A warning when the largest test fold holds over UNEQUAL_FOLDS times the smallest one's clips."""
+    sizes = [row["n_test"] for row in rows]
+    if not sizes or max(sizes) <= UNEQUAL_FOLDS * max(1, min(sizes)):
+        return []
+    return [f"the test folds hold {min(sizes)} to {max(sizes)} clips: the per-fold mean weighs each fold alike, so "
+            f"read the pooled score (every clip once)"]
 
 
 def markdown_cv_report(name: str, summary: dict[str, Any]) -> str:
@@ -116,10 +131,10 @@ def markdown_cv_report(name: str, summary: dict[str, Any]) -> str:
         lines.append("")
     lines += [f"Folds: {summary['folds']}. Model `{summary['model']}`. Each fold is a complete run in "
               f"`fold-<fold>/`; its test split is the held-out fold, never seen in training or validation.", "",
-              "## Mean ± standard deviation over folds", "",
-              markdown_table([{"metric": METRIC_TITLES[m], "mean ± std (ddof=1)": f"{summary[m]['mean']:.4f} ± "
-                               f"{summary[m]['std']:.4f}", "pooled over all test clips": summary["pooled"][m]}
-                              for m in METRICS])]
+              "## Pooled (every test clip once) and per-fold mean ± standard deviation", "",
+              markdown_table([{"metric": METRIC_TITLES[m], "pooled over all test clips": summary["pooled"][m],
+                               "per-fold mean ± std (unweighted, ddof=1)": f"{summary[m]['mean']:.4f} ± "
+                               f"{summary[m]['std']:.4f}"} for m in METRICS])]
     lines += ["", "## Per fold", "", markdown_table(fold_table_rows(summary))]
     lines += ["", f"## Pooled confusion ({summary['pooled']['n_clips']} test clips)", "",
               f"![pooled confusion matrix]({CONFUSION_FILE})", "",
@@ -145,13 +160,13 @@ def timing_text(summary: dict[str, Any]) -> str:
 def html_cv_report(cv_dir: Path, summary: dict[str, Any], config: Config) -> str:
     from earmark.reports.html import html_image, html_pre, html_table, render_html
 
-    means = [{"metric": METRIC_TITLES[m], "mean": summary[m]["mean"], "std (ddof=1)": summary[m]["std"],
-              "pooled": summary["pooled"][m]} for m in METRICS]
+    means = [{"metric": METRIC_TITLES[m], "pooled (every test clip once)": summary["pooled"][m],
+              "per-fold mean (unweighted)": summary[m]["mean"], "std (ddof=1)": summary[m]["std"]} for m in METRICS]
     timing = (f"<p>Folds: {html.escape(str(summary['folds']))}. {html.escape(timing_text(summary))}; decoded "
               f"{summary['decoded']['n_decoded']} file(s), reused "
               f"{summary['decoded']['n_reused']} from the cache. Each fold's test split is its held-out fold, "
               f"never seen in training or validation.</p>")
-    sections = [("Mean ± standard deviation over folds", timing + html_table(means)),
+    sections = [("Pooled and per-fold scores", timing + html_table(means)),
                 ("Per fold", html_table(fold_table_rows(summary))),
                 (f"Pooled confusion ({summary['pooled']['n_clips']} test clips)",
                  html_image(cv_dir / CONFUSION_FILE, "confusion matrix pooled over all folds")),

@@ -196,9 +196,21 @@ def _feasible_fold(items: pd.DataFrame, folds: pd.Series, name: str, plan: CVPla
         raise EarmarkError(f"cross-validation cannot split fold {name} ({size}): {exc}. Checked before any fold "
                            f"trains: set split.val_fraction=0 (no validation split: every other group trains), "
                            f"or {fewer}") from None
-    if not (fold_items["split"] == "train").any():
+    train_labels = fold_items.loc[fold_items["split"] == "train", "label"].astype("str")
+    if train_labels.empty:
         raise EarmarkError(f"cross-validation: fold {name} leaves no clip to train on ({size}); lower "
                            f"split.val_fraction (0: no validation split), or {fewer}")
+    absent = sorted(set(items["label"].astype("str")) - set(train_labels), key=natural_key)
+    if absent:
+        # a model that never saw these classes scores 0 on them: its fold's score says nothing about the method
+        in_val = fold_items.loc[fold_items["split"] == "val", "label"].astype("str")
+        val_fix = (" (some sit only in the validation carve-out: lower split.val_fraction)"
+                   if set(absent) & set(in_val) else "")
+        raise EarmarkError(f"cross-validation: {size}; its training part, {len(train_labels)} clips, lacks "
+                           f"{len(absent)} of {n_classes} classes ({', '.join(absent[:10])}"
+                           f"{', …' if len(absent) > 10 else ''}){val_fix}: a model trained on them cannot predict "
+                           f"those classes, so the fold's score would mislead. Checked before any fold trains: "
+                           f"{fewer}, or add clips of those classes (or drop them from the metadata)")
     return fold_items
 
 
