@@ -84,3 +84,71 @@ def test_cv_names_folds_that_cannot_test_every_class():
     lines = cv_plan_lines(items, folds, ["a", "b", "c"])
     assert lines[0] == "fold plan: test clips per fold: 1 3, 2 3, 3 1"
     assert "3 (1 clips, 1/3 classes)" in lines[1] and "--folds K" in lines[1]
+
+
+ESC_CLASSES = {"dog": 300.0, "rain": 700.0, "crow": 1300.0, "siren": 2100.0, "clock": 3100.0}
+
+
+def esc50_like(root: Path) -> Path:
+    """ESC-50's layout in miniature: audio/{fold}-{src_file}-{take}-{target}.wav (0.2 s, 8 kHz) and
+    meta/esc50.csv. Each class has 5 source recordings of 3 clips; 'clock' only 2 (too few for a split of
+    train, val and test), and the predefined fold 5 holds a single recording (a degenerate test fold)."""
+    (root / "audio").mkdir(parents=True)
+    (root / "meta").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for target, (category, hz) in enumerate(ESC_CLASSES.items()):
+        for recording in range(2 if category == "clock" else 5):
+            src_file = 1000 * (target + 1) + recording
+            fold = 5 if (target, recording) == (0, 0) else 1 + recording % 4
+            for take in "ABC":
+                name = f"{fold}-{src_file}-{take}-{target}.wav"
+                sf.write(root / "audio" / name, tone_clip(hz, 8000, 0.2, src_file * 3 + "ABC".index(take)), 8000)
+                lines.append(f"{name},{fold},{target},{category},False,{src_file},{take}")
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def esc_overrides(tmp_path: Path, root: Path) -> list[str]:
+    return ["data.source=esc50", f"data.path={root}", "data.sample_rate_hz=8000", "data.duration_s=0.2",
+            f"data.cache_dir={tmp_path / 'cache'}", "data.workers=1", f"workspace={tmp_path / 'ws'}"]
+
+
+def test_esc50_keeps_source_recordings_whole_and_its_advice_leads_to_a_split_that_works(tmp_path):
+    from earmark import api
+    from earmark.config import load_config
+    from earmark.data.split_plan import split_plan_lines
+
+    root = esc50_like(tmp_path / "esc50")
+    config = load_config(overrides=esc_overrides(tmp_path, root))
+    assert config.split.group_by == "group"  # the preset's group column is src_file
+    # the predefined test fold is degenerate: the advice names a random split of whole recordings
+    text = "\n".join(split_plan_lines(api.prepare(config, progress=False).stats, config.split))
+    assert "cannot score the model fairly" in text and "split.use_predefined=false" in text
+    assert "whole groups of 'group'" in text and "note:" not in text  # the folds keep recordings apart
+    # following it: no source recording in two splits, 'clock' (2 recordings) in train and test, named
+    advised = load_config(overrides=[*esc_overrides(tmp_path, root), "split.use_predefined=false"])
+    prepared = api.prepare(advised, progress=False)
+    assert (prepared.items.groupby("src_file")["split"].nunique() == 1).all()
+    assert prepared.stats["leakage"]["ok"] and prepared.stats["group_overlap"] is None
+    assert set(prepared.items.loc[prepared.items["label"] == "clock", "split"]) == {"train", "test"}
+    lines = split_plan_lines(prepared.stats, advised.split)
+    assert any("'clock' (train and test)" in line for line in lines)
+    assert not any("several splits" in line for line in lines)
+
+
+def test_a_split_by_clip_reports_the_recordings_it_splits_and_the_fix_works(tmp_path):
+    from earmark import api
+    from earmark.config import load_config
+    from earmark.data.split_plan import split_plan_lines
+
+    root = esc50_like(tmp_path / "esc50")
+    by_clip = load_config(overrides=[*esc_overrides(tmp_path, root), "split.use_predefined=false",
+                                     "split.group_by=null"])
+    prepared = api.prepare(by_clip, progress=False)
+    shared = int((prepared.items.groupby("src_file")["split"].nunique() > 1).sum())
+    assert shared > 0 and prepared.stats["group_overlap"]["count"] == shared
+    warning = next(line for line in split_plan_lines(prepared.stats, by_clip.split) if "'group' column" in line)
+    assert f"{shared} value(s)" in warning and "split.group_by=group" in warning
+    fixed = load_config(overrides=[*esc_overrides(tmp_path, root), "split.use_predefined=false",
+                                   "split.group_by=group"])
+    assert (api.prepare(fixed, progress=False).items.groupby("src_file")["split"].nunique() == 1).all()

@@ -132,14 +132,37 @@ def test_fold_column_with_test_fold_and_val_fold():
         assign_splits(items, SplitConfig(test_fold="7"), seed=0)
 
 
-def test_too_small_class_names_the_class_counts_and_options():
+def test_a_class_too_small_for_every_split_trains_and_is_named_not_an_error():
+    """One rare file cannot be in train, val and test: it trains, and the stats say why it is not tested."""
+    from earmark.data.split_plan import degenerate
+
     items = make_items(n_classes=3, files_per_class=20)
-    items = pd.concat([items, make_items(n_classes=1, files_per_class=1).assign(label="rare")], ignore_index=True)
-    with pytest.raises(EarmarkError) as caught:
-        assign_splits(items, RANDOM, seed=0)
-    message = str(caught.value)
-    for fragment in ("'rare'", "1 files", "1 rows", "Add data", "drop", "split.val_fraction", "split.test_fraction"):
+    rare = make_items(n_classes=1, files_per_class=1).assign(label="rare", path="/data/rare/f0.wav")
+    items = pd.concat([items, rare], ignore_index=True)
+    result = assign_splits(items, RANDOM, seed=0)
+    assert result.loc[result["label"] == "rare", "split"].tolist() == ["train"]
+    assert (pd.crosstab(result["label"], result["split"]).drop(index="rare") > 0).all().all()
+    stats = split_stats(result, None)
+    message = next(w for w in stats["warnings"] if "cannot be held out" in w)
+    for fragment in ("1 class(es) have fewer than 3 files", "'rare' (train only)", "Add recordings",
+                     "split.val_fraction"):
         assert fragment in message, message
+    assert not degenerate(stats)  # named once, with its own fix; the other classes are scored fairly
+
+
+def test_a_class_of_two_groups_goes_to_train_and_test_keeping_groups_whole():
+    """ESC-50-like: every clip of a source recording has one class; 'rare' has two recordings, needs three."""
+    items = make_items(n_classes=3, files_per_class=20)
+    items["rec"] = items["path"]
+    rare = pd.DataFrame({"path": [f"/data/rare/f{i}.wav" for i in range(6)], "label": "rare", "group": np.nan,
+                         "fold": np.nan, "split": np.nan, "speaker": "x", "segment": 0,
+                         "rec": ["r1", "r1", "r1", "r2", "r2", "r2"]})
+    items = pd.concat([items, rare.astype({c: "str" for c in ("path", "label", "fold", "split")})], ignore_index=True)
+    result = assign_splits(items, SplitConfig(use_predefined=False, group_by="rec"), seed=4)
+    assert sorted(result.loc[result["label"] == "rare", "split"].unique()) == ["test", "train"]
+    assert (split_of(result, "rec") == 1).all()
+    assert result.attrs["not_held_out"]["classes"] == {"rare": "train and test"}
+    assert any("'rare' (train and test)" in w for w in split_stats(result, "rec")["warnings"])
 
 
 def test_too_few_groups_per_class_when_grouping():

@@ -20,6 +20,7 @@ from earmark.files import AUDIO_EXTENSIONS, MAX_RUN_NAME_BYTES
 DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
 METADATA_SUFFIXES = (".csv", ".tsv", ".txt")
 ClipMode = Literal["pad", "crop", "chunk"]
+DEFAULT_GROUP_BY = {"sample": "speaker", "esc50": "group", "urbansound8k": "group"}  # split.group_by when unset
 FeatureKind = Literal["log_mel", "mfcc", "waveform"]
 
 
@@ -295,9 +296,12 @@ class Config(Section):
         return name
 
     @model_validator(mode="after")
-    def _demo_holds_out_speakers(self) -> "Config":  # the bundled demo scores voices it never heard, unless told
-        if self.data.source == "sample" and "group_by" not in self.split.model_fields_set:
-            object.__setattr__(self, "split", self.split.model_copy(update={"group_by": "speaker"}))
+    def _group_by_default(self) -> "Config":
+        """Unless split.group_by is given, the demo holds out speakers (voices it never heard), ESC-50 and
+        UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each)."""
+        default = DEFAULT_GROUP_BY.get(self.data.source)
+        if default and "group_by" not in self.split.model_fields_set:
+            object.__setattr__(self, "split", self.split.model_copy(update={"group_by": default}))
         return self
 
     def to_yaml(self) -> str:

@@ -23,6 +23,7 @@ from sklearn.model_selection import GroupKFold, GroupShuffleSplit, ShuffleSplit,
 
 from earmark.config import SplitConfig
 from earmark.data.labels import natural_key
+from earmark.data.split_groups import group_overlap, hold_out_one_group, not_held_out_warning, small_classes
 from earmark.errors import EarmarkError
 from earmark.files import atomic_write_text, mark_generated
 
@@ -30,17 +31,14 @@ SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = ("path", "label", "group", "fold", "split")
 TEXT_COLUMNS = REQUIRED_COLUMNS  # read back as str
 MAX_FOLDS = 20  # fractions are approximated by k of n folds, n <= MAX_FOLDS
-MAX_LISTED = 50  # leaking groups listed in the stats
+MAX_LISTED = 50  # leaking groups listed
 
 
 def assign_splits(items: pd.DataFrame, split: SplitConfig, seed: int) -> pd.DataFrame:
-    """A copy of `items` whose `split` column says train, val or test for every row.
-
-    Rules, first that applies: a predefined `split` column (val carved from train when
+    """A copy of `items` whose `split` column says train, val or test for every row. Rules, first that applies: a predefined `split` column (val carved from train when
     it has none); a `fold` column (test = `split.test_fold`, default the last fold);
     else a seeded stratified split grouped by the key. `result.attrs["split_strategy"]`
-    says which one ran.
-    """
+    says which one ran, `attrs["not_held_out"]` which classes it could not put in every split."""
     _require_columns(items)
     keys = group_keys(items, split.group_by)
     labels = items["label"].astype("str").to_numpy()
@@ -49,15 +47,19 @@ def assign_splits(items: pd.DataFrame, split: SplitConfig, seed: int) -> pd.Data
     if (split.test_fold or split.val_fold) and not (split.use_predefined and has_fold and not has_split):
         raise EarmarkError("split.test_fold / split.val_fold only apply to data with a fold column (and no split "
                            "column) with split.use_predefined=true; unset them or use such data")
+    kept: dict[str, str] = {}  # classes too small for every split (a random split only)
     if split.use_predefined and has_split:
         assigned, strategy = _predefined(items, labels, keys, split, seed)
     elif split.use_predefined and has_fold:
         assigned, strategy = _by_fold(items, labels, keys, split, seed)
     else:
-        assigned, strategy = _stratified(labels, keys, split, seed)
+        assigned, strategy, kept = _stratified(labels, keys, split, seed)
     result = items.copy()
     result["split"] = pd.Series(assigned, index=items.index, dtype="str")
     result.attrs["split_strategy"] = strategy
+    if kept:
+        result.attrs["not_held_out"] = {"classes": kept, "group_key": split.group_by or "path",
+                                        "needed": 1 + (split.val_fraction > 0) + (split.test_fraction > 0)}
     return result
 
 
@@ -93,6 +95,8 @@ def split_stats(items: pd.DataFrame, group_key: Optional[str]) -> dict:
         "groups": {s: int((per_split_groups["split"] == s).sum()) for s in SPLITS},
         "files": {s: int(items.loc[splits == s, "path"].nunique()) for s in SPLITS},
         "leakage": {"groups_in_several_splits": leaking[:MAX_LISTED], "count": len(leaking), "ok": not leaking},
+        "group_overlap": group_overlap(items, group_key),
+        "not_held_out": items.attrs.get("not_held_out"),
         "warnings": [],
     }
     stats["warnings"] = _warnings(stats, labels, int(splits.isna().sum()))
@@ -240,17 +244,32 @@ def _by_fold(items, labels, keys, split: SplitConfig, seed: int) -> tuple[np.nda
     return assigned, strategy
 
 
-def _stratified(labels, keys, split: SplitConfig, seed: int) -> tuple[np.ndarray, str]:
+def _stratified(labels, keys, split: SplitConfig, seed: int) -> tuple[np.ndarray, str, dict[str, str]]:
+    """A seeded stratified split grouped by `keys`. A class with fewer groups than the non-empty splits
+    cannot be in each: its groups stay in train (one goes to test when it has two or more), and
+    the third value names those classes, {label: where its groups went}."""
     keys = keys.to_numpy()
     needed = 1 + (split.val_fraction > 0) + (split.test_fraction > 0)
-    _check_class_sizes(labels, keys, needed, split)
+    small = small_classes(labels, keys, needed, split)
     assigned = np.full(len(labels), "train", dtype=object)
-    test = _take(labels, keys, split.test_fraction, seed)
+    # whole groups holding a small class's rows are kept out of the draws, so no group straddles splits
+    pinned = np.isin(keys, np.unique(keys[np.isin(labels, list(small))]))
+    if pinned.all():  # their groups hold every clip (say speakers who said every word): nothing to draw from
+        small_classes(labels, keys, needed, split, refuse=True)
+    free, assigned[pinned] = ~pinned, "pinned"
+    test_fraction = min(0.99, split.test_fraction * len(labels) / max(1, int(free.sum()))) if pinned.any() else \
+        split.test_fraction
+    test = np.zeros(len(labels), dtype=bool)
+    test[free] = _take(labels[free], keys[free], test_fraction, seed)
     assigned[test] = "test"
     _carve_val(assigned, labels, keys, split.val_fraction, seed + 1, "the data left after test")
+    assigned[pinned] = "train"
+    kept = hold_out_one_group(assigned, labels, keys, small, split.test_fraction > 0, seed)
     strategy = (f"stratified random split (val {split.val_fraction:g}, test {split.test_fraction:g}, "
                 f"seed {seed}), grouped by {split.group_by or 'file path'}")
-    return assigned, strategy
+    if kept:
+        strategy += f"; {len(kept)} class(es) with too few groups for every split kept in train"
+    return assigned, strategy, kept
 
 
 # ---------------------------------------------------------------- building blocks
@@ -327,21 +346,6 @@ def _pick_folds(folds: list[np.ndarray], labels: np.ndarray, k: int, target_rows
     return chosen
 
 
-def _check_class_sizes(labels, keys, needed: int, split: SplitConfig) -> None:
-    groups_per_class = pd.DataFrame({"label": labels, "key": keys}).groupby("label")["key"].nunique()
-    rows_per_class = pd.Series(labels).value_counts()
-    small = groups_per_class[groups_per_class < needed]
-    if small.empty:
-        return
-    unit = f"groups of {split.group_by!r}" if split.group_by else "files"
-    listed = ", ".join(f"{label!r} ({n} {unit}, {rows_per_class[label]} rows)" for label, n in small.items())
-    raise EarmarkError(
-        f"{len(small)} class(es) are too small for a stratified train/val/test split: {listed}; each class needs at "
-        f"least {needed} {unit} (one per non-empty split). Add data for them, drop them from the metadata, or lower "
-        f"split.val_fraction / split.test_fraction (0 leaves that split empty; now {split.val_fraction:g} / "
-        f"{split.test_fraction:g})")
-
-
 def _check_complete(items: pd.DataFrame, values: np.ndarray, column: str, fix: str) -> None:
     missing = pd.isna(values) | (values == "nan")
     if missing.any():
@@ -377,6 +381,7 @@ def _warnings(stats: dict, labels: list[str], unassigned: int) -> list[str]:
         if absent:
             found.append(f"the {name} split has no examples of {len(absent)} class(es): {', '.join(absent[:20])}; "
                          f"{consequences[name]}")
+    found += not_held_out_warning(stats.get("not_held_out"))
     leakage = stats["leakage"]
     if not leakage["ok"]:
         found.append(f"{leakage['count']} group(s) of {stats['group_key']!r} appear in several splits (e.g. "
