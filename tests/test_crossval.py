@@ -260,3 +260,25 @@ def test_the_headline_puts_the_pooled_score_beside_the_unweighted_mean():
                         "(unweighted, 4 folds of 1–400 clips)")
     assert "1 to 400 clips" in unequal_folds_warning(rows)[0] and "pooled" in unequal_folds_warning(rows)[0]
     assert unequal_folds_warning([{"n_test": 90}, {"n_test": 120}]) == []
+
+
+def test_folds_not_grouped_by_the_group_column_say_which_values_straddle_them(tmp_path, monkeypatch):
+    """The speaker column is detected as `group`; folds made by file put one speaker in several folds."""
+    from earmark.workflows import train as training
+
+    metadata = write_tone_table(tmp_path / "data")
+    config = load_config(overrides=tiny_overrides(tmp_path, metadata))
+
+    def reached_training(*args, **kwargs):
+        raise RuntimeError("training starts")
+
+    monkeypatch.setattr(training, "train", reached_training)
+    lines: list[str] = []
+    with pytest.raises(RuntimeError, match="training starts"):
+        api.cv(config, folds=3, log=lines.append)
+    said = [line for line in lines if "'group' column" in line]
+    assert said and "4 value(s)" in said[0] and "--group-by group" in said[0]
+    lines.clear()
+    with pytest.raises(RuntimeError, match="training starts"):
+        api.cv(config, folds=3, group_by="group", log=lines.append)
+    assert not any("'group' column" in line for line in lines)

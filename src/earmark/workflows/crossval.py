@@ -129,6 +129,12 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         if straddling:
             extra_warnings.append(f"{len(straddling)} group(s) of {plan.group_by!r} sit in several of the data's "
                                   f"folds (e.g. {straddling[0]}): test scores may be optimistic")
+    if plan.group_by != "group" and "group" in items and items["group"].notna().any():
+        shared = groups_in_several_folds(items[items["group"].notna()], folds[items["group"].notna()], "group")
+        if shared:  # e.g. clips of one source recording in several folds: a fold tests what another trained on
+            extra_warnings.append(f"{len(shared)} value(s) of the 'group' column (e.g. {shared[0]}) sit in several "
+                                  f"folds: test scores may be optimistic; use --group-by group")
+            log(f"warning: {extra_warnings[-1]}")
     for line in cv_plan_lines(items, folds, labels):
         log(line)
     fold_config = _fold_config(config, plan)
