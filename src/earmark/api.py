@@ -21,8 +21,10 @@ def _call(target: str, arguments: dict[str, Any]):
     return getattr(import_module(module), function)(**arguments)
 
 
-def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False, progress: bool = True):
-    """Decode (once), cache and split the data; returns `PreparedData`."""
+def prepare(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: bool = False, progress: bool = True,
+            to: str | Path | None = None):
+    """Decode (once), cache and split the data; returns `PreparedData`. `to`: a folder or s3://bucket/prefix that
+    also gets the clips as LitData chunks and a manifest, for data.source=stream data.path=TO."""
     return _call("earmark.workflows.prepare:prepare", locals())
 
 

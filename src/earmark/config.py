@@ -17,7 +17,7 @@ from earmark.config_messages import did_you_mean, error_origin, format_validatio
 from earmark.errors import EarmarkError
 from earmark.files import AUDIO_EXTENSIONS, MAX_RUN_NAME_BYTES
 
-DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd"]
+DataSource = Literal["sample", "folder", "csv", "esc50", "urbansound8k", "fsdd", "stream"]
 METADATA_SUFFIXES = (".csv", ".tsv", ".txt")
 ClipMode = Literal["pad", "crop", "chunk"]
 DEFAULT_GROUP_BY = {"sample": "speaker", "esc50": "group", "urbansound8k": "group"}  # split.group_by when unset
@@ -65,7 +65,7 @@ class DataConfig(Section):
                                  "data.source=folder (one sub-folder per class) or csv, or leave data.source out")
             # data.path alone: a metadata table is a csv source, anything else a folder of class sub-folders
             self.source = "csv" if self.path.suffix.lower() in METADATA_SUFFIXES else "folder"
-        if self.source in ("folder", "csv", "esc50", "urbansound8k", "fsdd") and self.path is None:
+        if self.source in ("folder", "csv", "esc50", "urbansound8k", "fsdd", "stream") and self.path is None:
             raise ValueError(f"data.path is required when data.source is '{self.source}'")
         return self
 

@@ -83,12 +83,15 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
 @app.command()
 def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, show_default=False),
             strict: bool = typer.Option(False, help="fail if any audio file cannot be used or any input was "
-                                                    "left out")) -> None:
+                                                    "left out"),
+            to: Optional[str] = typer.Option(None, "--to", help="also write the clips as LitData chunks to this "
+                                             "folder or s3://bucket/prefix (AWS_* variables), for "
+                                             "data.source=stream data.path=TO")) -> None:
     """Decode every file once into the cache and write train/val/test splits."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
-    prepared = api.prepare(config, overrides, strict=strict)  # prints the file counts, bad and ignored per reason
+    prepared = api.prepare(config, overrides, strict=strict, to=to)  # prints the file counts, bad and ignored per reason
     from earmark.config import load_config
     from earmark.data.split_plan import split_plan_lines
 
@@ -96,6 +99,10 @@ def prepare(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, s
         print_plan_line(line)
     make_console().print(f"splits, bad_files.csv and ignored_files.csv written to {prepared.split_dir}",
                          markup=False)
+    if to is not None:
+        counts = ", ".join(f"{split} {n}" for split, n in prepared.stream.splits.items())
+        make_console().print(f"chunks, items.csv and manifest.json written to {prepared.stream.location} ({counts}); "
+                             f"train from it with data.source=stream data.path={prepared.stream.location}", markup=False)
 
 
 @app.command("config")

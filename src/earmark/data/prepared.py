@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ class PreparedData:
     cache: DecodedCache
     split_dir: Path
     stats: dict
+    stream: Any = None  # the `StreamManifest` written by `prepare --to`, or read for data.source=stream
 
     def rows(self, split: str) -> np.ndarray:
         return self.items.loc[self.items["split"] == split, "row"].to_numpy(dtype=np.int64)

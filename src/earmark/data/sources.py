@@ -115,6 +115,9 @@ def load_source(data: DataConfig, *, min_classes: int = 2) -> tuple[pd.DataFrame
 
     `min_classes=1` suits scoring a model on a table of a single class.
     """
+    if data.source == "stream":
+        raise EarmarkError(f"data.source=stream ({data.path}) holds audio already decoded: `earmark train` and "
+                           f"`earmark evaluate` read it; decode the original files with their own data.source")
     loader = _LOADERS[data.source]
     table, info = loader(data)
     _check_classes(table, info.description, min_classes)

@@ -237,6 +237,14 @@ def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Pat
     run_dir, config, labels = run.path, run.load_config(), run.labels()
     predictor = Predictor.from_run(run_dir, trust_checkpoint=trust_checkpoint)
     config = run.config_matching(predictor.contract, config)  # an edited config.yaml would change the scores
+    if data is None and config.data.source == "stream":  # its test split, read through the stream
+        from earmark.data.stream import open_stream, stream_location
+        from earmark.data.stream_batches import stream_prepared
+
+        streamed = stream_prepared(config, open_stream(stream_location(config.data.path)), held=("test",))
+        out = Path(out_dir) if out_dir else run.new_eval_dir()
+        return _evaluate_run(run_dir, streamed.items[streamed.items["split"] == "test"], streamed.cache.waves, labels,
+                             out_dir=out, config=config, group_by=group_by, predictor=predictor)
     if data is None:
         items = load_splits(run.splits)
         items = items[items["split"] == "test"]

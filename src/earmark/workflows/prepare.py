@@ -10,13 +10,30 @@ from earmark.workflows.plan import check_groups, plan_model
 
 
 def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] = (), *, strict: bool = False,
-            progress: bool = True):
-    """Decode (once), cache and split the data; returns `PreparedData`."""
+            progress: bool = True, to: str | Path | None = None):
+    """Decode (once), cache and split the data; returns `PreparedData`.
+
+    to: a folder or `s3://bucket/prefix`; the decoded clips, labels, groups and split are also written
+    there as LitData chunks, with items.csv and manifest.json last (`earmark.data.stream`), for
+    `data.source=stream data.path=TO`. The bucket is checked before anything is decoded."""
     from earmark.data.prepared import prepare_data
 
     plan = plan_model(as_config(config, overrides))
+    location = None
+    if to is not None:
+        from earmark.data.stream import check_writable, stream_location
+
+        location = stream_location(to)
+        check_writable(location)
     prepared = prepare_data(plan.config, strict=strict, progress=progress)
     check_groups(plan, prepared.items)
+    if location is not None:
+        import os
+
+        from earmark.data.stream import write_stream
+
+        data = plan.config.data
+        prepared.stream = write_stream(prepared, data, location, workers=data.workers or os.cpu_count() or 1)
     return prepared
 
 

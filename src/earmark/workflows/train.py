@@ -103,10 +103,23 @@ def train(config: Config | str | Path | None = None, overrides: Sequence[str] = 
         config, run_dir, checkpoint = _resume_config(resume, config, overrides, trust_checkpoint)
     else:
         config = as_config(config, overrides)
+    manifest = None
+    if config.data.source == "stream":  # the stream's manifest decides the audio settings
+        from earmark.data.stream_batches import adopt_stream_audio
+
+        config, manifest = adopt_stream_audio(config)
     check_schedule(config.train)
     model_plan = plan_model(config)  # checks the config before any file is decoded
     config = model_plan.config
-    if prepared is None:
+    if prepared is None and config.data.source == "stream":
+        from earmark.data.stream_batches import stream_prepared
+
+        if model_plan.uses_groups or overfit_batch:
+            raise EarmarkError("data.source=stream trains plain classifiers; a model that takes groups and "
+                               "--overfit-batch read the local cache (prepare without --to)")
+        prepared = stream_prepared(config, manifest)
+        prepared.stream = manifest
+    elif prepared is None:
         from earmark.data.prepared import prepare_data
         from earmark.data.split_plan import split_plan_lines
 
@@ -165,11 +178,16 @@ def _build_training(plan: RunPlan, prepared, overfit: bool, fit_normalization: b
 
     config = plan.config
     splits = ("train", "val", "test")
-    datamodule = AudioDataModule(prepared.cache.waves, {s: prepared.rows(s) for s in splits},
-                                 {s: prepared.targets(s) for s in splits}, batch_size=config.train.batch_size,
-                                 seed=config.seed, memory_budget_gb=config.train.memory_budget_gb,
-                                 num_workers=config.train.num_workers, sampler=config.train.sampler,
-                                 labels=prepared.labels, overfit=overfit, groups=plan.group_ids)
+    if prepared.stream is not None:
+        from earmark.data.stream_batches import StreamDataModule, normalization_batches
+
+        datamodule = StreamDataModule(prepared.stream, prepared, config)
+    else:
+        datamodule = AudioDataModule(prepared.cache.waves, {s: prepared.rows(s) for s in splits},
+                                     {s: prepared.targets(s) for s in splits}, batch_size=config.train.batch_size,
+                                     seed=config.seed, memory_budget_gb=config.train.memory_budget_gb,
+                                     num_workers=config.train.num_workers, sampler=config.train.sampler,
+                                     labels=prepared.labels, overfit=overfit, groups=plan.group_ids)
     train_cfg, augment = config.train, config.augment
     if overfit:  # the plain objective on clean clips: its minimum is 0
         train_cfg = train_cfg.model_copy(update={"label_smoothing": 0.0})
@@ -177,7 +195,9 @@ def _build_training(plan: RunPlan, prepared, overfit: bool, fit_normalization: b
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = AudioClassifier.create(plan.contract, config.model, train_cfg, augment, config.seed, plan.class_weights,
                                     monitor_metric(config, plan.has_validation), groups=plan.groups)
-    if fit_normalization:
+    if fit_normalization and prepared.stream is not None:
+        module.frontend.fit_normalization(normalization_batches(prepared.stream, config))
+    elif fit_normalization:
         waves, train_rows = prepared.cache.waves, prepared.rows("train")
         module.frontend.fit_normalization(torch.from_numpy(np.asarray(waves[train_rows[i:i + 256]]))
                                           for i in range(0, len(train_rows), 256))
@@ -206,6 +226,9 @@ def _fit_and_evaluate(plan: RunPlan, prepared, module, datamodule, run_dir: Path
     uses_groups = plan.model.uses_groups
     from earmark.workflows.probe import fit_probe, is_probe
 
+    if is_probe(module) and prepared.stream is not None:
+        raise EarmarkError(f"model.name={config.model.name} embeds the training clips once from the local cache; "
+                           f"data.source=stream trains models end to end (prepare without --to for it)")
     if is_probe(module):  # a frozen pretrained backbone: embed once (cached), fit the head, no Lightning loop
         metrics, fit_seconds = fit_probe(plan, prepared, module, run_dir, evaluate_test, _evaluate_run)
         return RunResult(run_dir, metrics, fit_seconds)
