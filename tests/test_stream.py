@@ -124,6 +124,7 @@ def test_an_unreachable_server_is_one_error_line_naming_url_and_variables(tone_c
     assert not (tmp_path / "ws" / "cache").exists()  # checked before anything was decoded
 
 
+@pytest.mark.slow  # 16 s on the shared VM: boto3 walks its whole credential chain first
 def test_missing_credentials_are_one_error_line(s3_server: str, tone_config: Path, tmp_path: Path):
     env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_EC2_METADATA_DISABLED": "true"}
     done = _cli(["train", str(tone_config), "data.source=stream", f"data.path=s3://{BUCKET}/none"], tmp_path,
@@ -132,3 +133,23 @@ def test_missing_credentials_are_one_error_line(s3_server: str, tone_config: Pat
     assert done.returncode == 2 and "Traceback" not in output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"s3://{BUCKET}/none" in errors[0] and "AWS_ACCESS_KEY_ID" in errors[0]
+
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_streams_each_rank_its_share_from_s3(s3_server: str, tone_config: Path,
+                                                                       tmp_path: Path):
+    import torch
+
+    from earmark import api
+
+    location = f"s3://{BUCKET}/tones"
+    api.prepare(tone_config, ["data.workers=1"], progress=False, to=location)
+    done = _cli(["train", str(tone_config), "data.source=stream", f"data.path={location}", "train.strategy=ddp",
+                 "train.accelerator=cpu", "train.devices=2", "train.max_epochs=2"], tmp_path, {"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in done.stderr and done.stdout.count("test accuracy:") == 1  # two processes, one report
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["tones"]
+    last = torch.load(tmp_path / "runs" / "tones" / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    n_train, batch_size = open_stream(location).splits["train"], 8
+    assert last["global_step"] == 2 * ((n_train // 2) // batch_size)  # each rank half the clips (last ones dropped)

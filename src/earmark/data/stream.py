@@ -225,17 +225,24 @@ def stream_items(manifest: StreamManifest) -> pd.DataFrame:
 
 
 def streaming_dataset(manifest: StreamManifest, split: str, *, shuffle: bool, seed: int, cache_dir: Path,
-                      drop_last: bool = False):
-    """LitData's StreamingDataset over one split's chunks (downloaded on demand into `cache_dir`)."""
+                      drop_last: bool = False, whole: bool = False):
+    """LitData's StreamingDataset over one split's chunks (downloaded on demand into `cache_dir`).
+
+    Under DDP it yields this rank's share (LitData reads WORLD_SIZE / GLOBAL_RANK); `whole`: every clip
+    in every process (the val/test clips every rank holds, the normalisation statistics every rank fits)."""
     from litdata import StreamingDataset
+    from litdata.utilities.env import _DistributedEnv
 
     allow_plain_http()
     cache_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return StreamingDataset(manifest.split_url(split), shuffle=shuffle, seed=seed, drop_last=drop_last,
-                                cache_dir=str(cache_dir))
+        dataset = StreamingDataset(manifest.split_url(split), shuffle=shuffle, seed=seed, drop_last=drop_last,
+                                   cache_dir=str(cache_dir))
     except Exception as error:
         raise _storage_error(manifest.split_url(split), error) from error
+    if whole:
+        dataset.distributed_env = _DistributedEnv(world_size=1, global_rank=0, num_nodes=1)
+    return dataset
 
 
 def stack_clips(records: list[dict[str, Any]]):
@@ -255,7 +262,7 @@ def stream_split_waves(manifest: StreamManifest, split: str, cache_dir: Path) ->
     n = manifest.splits.get(split, 0)
     if not n:
         return np.zeros((0, manifest.n_samples), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    dataset = streaming_dataset(manifest, split, shuffle=False, seed=0, cache_dir=cache_dir)
+    dataset = streaming_dataset(manifest, split, shuffle=False, seed=0, cache_dir=cache_dir, whole=True)
     batches, filled = [], 0
     for batch_waves, _, batch_index in StreamingDataLoader(dataset, batch_size=256, num_workers=0,
                                                             collate_fn=stack_clips):

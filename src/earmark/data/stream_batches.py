@@ -87,7 +87,7 @@ def normalization_batches(manifest: StreamManifest, config: Config):
     from litdata import StreamingDataLoader
 
     dataset = streaming_dataset(manifest, "train", shuffle=False, seed=config.seed,
-                                cache_dir=chunk_cache_dir(config, manifest.location) / "train")
+                                cache_dir=chunk_cache_dir(config, manifest.location) / "train", whole=True)
     seen = 0
     for waves, _, _ in StreamingDataLoader(dataset, batch_size=256, collate_fn=stack_clips):
         yield waves
