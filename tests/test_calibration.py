@@ -149,3 +149,46 @@ def test_a_temperature_fitted_on_too_few_clips_is_not_applied_even_inside_the_ra
     logits, y = sampled(2000, 3, 0.4)
     fit = fit_calibration(logits, y, ["a", "b", "c"], EvaluationConfig())
     assert fit["calibrated"] and fit["temperature"] == fit["fitted_temperature"] < 1
+
+
+def _well_calibrated_validation(seed: int, n: int = 120, n_classes: int = 5):
+    """Logits whose softmax is the true distribution of the labels: T = 1 is right; any fitted T is noise."""
+    from earmark.evaluate.calibration import softmax
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, (n, n_classes))
+    y = np.array([rng.choice(n_classes, p=p) for p in softmax(logits)])
+    return logits, y
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 7, 8])
+def test_a_temperature_that_only_fits_its_own_clips_is_not_applied(seed):
+    """On these validation sets the fitted T lowers NLL and ECE on the clips it was fitted on (the in-sample
+    check passes), but fitted on 4/5 of them it does not help the fifth: T = 1 is kept, with the reason."""
+    from earmark.evaluate.calibrate import accept_temperature, held_out_calibration
+    from earmark.evaluate.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        negative_log_likelihood,
+        softmax,
+    )
+
+    logits, y = _well_calibrated_validation(seed)
+    fitted = fit_temperature(logits, y)
+    assert negative_log_likelihood(logits, y, fitted) < negative_log_likelihood(logits, y, 1.0)
+    assert expected_calibration_error(softmax(logits, fitted), y, 10) <= expected_calibration_error(softmax(logits), y, 10)
+    temperature, reason = accept_temperature(fitted, logits, y, 10)
+    assert temperature == 1.0 and "does not help the rest" in reason
+    held_out = held_out_calibration(logits, y, 10)
+    assert held_out["nll_after"] >= held_out["nll_before"] or held_out["ece_after"] > held_out["ece_before"]
+
+
+def test_an_overconfident_model_is_still_calibrated():
+    from earmark.evaluate.calibrate import accept_temperature
+    from earmark.evaluate.calibration import fit_temperature
+
+    logits, y = _well_calibrated_validation(0)
+    overconfident = 3 * logits
+    fitted = fit_temperature(overconfident, y)
+    temperature, reason = accept_temperature(fitted, overconfident, y, 10)
+    assert reason == "" and temperature == pytest.approx(3.0, rel=0.15)

@@ -88,7 +88,43 @@ def accept_temperature(fitted: float, logits: np.ndarray, y_true: np.ndarray, n_
     if nll[1] >= nll[0] or ece[1] > ece[0]:
         return 1.0, (f"T = {fitted:.3g} would change validation NLL {nll[0]:.4f} → {nll[1]:.4f} and ECE "
                      f"{ece[0]:.4f} → {ece[1]:.4f} on {n} clips; no improvement on both")
+    held_out = held_out_calibration(logits, y_true, n_bins)
+    if held_out["nll_after"] >= held_out["nll_before"] or held_out["ece_after"] > held_out["ece_before"]:
+        return 1.0, (f"T = {fitted:.3g} fitted on part of the {n} validation clips does not help the rest "
+                     f"({held_out['folds']}-fold: held-out NLL {held_out['nll_before']:.4f} → "
+                     f"{held_out['nll_after']:.4f}, ECE {held_out['ece_before']:.4f} → {held_out['ece_after']:.4f}); "
+                     "the improvement on the clips it was fitted on would not carry over to new clips")
     return fitted, ""
+
+
+CALIBRATION_CHECK_FOLDS = 5
+
+
+def held_out_calibration(logits: np.ndarray, y_true: np.ndarray, n_bins: int,
+                         folds: int = CALIBRATION_CHECK_FOLDS) -> dict[str, float]:
+    """Whether a temperature carries over to clips it was not fitted on: the validation clips in `folds`
+    shuffled parts (a fixed permutation), T fitted on the others and applied to each; the pooled held-out
+    NLL and ECE with those temperatures against T = 1 on the same clips."""
+    from earmark.evaluate.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        negative_log_likelihood,
+        softmax,
+    )
+
+    y_true = np.asarray(y_true, dtype=int)
+    order = np.random.default_rng(0).permutation(len(y_true))
+    calibrated = np.zeros(logits.shape, dtype=np.float64)
+    nll_after = 0.0
+    for part in np.array_split(order, folds):
+        rest = np.setdiff1d(order, part)
+        temperature = fit_temperature(logits[rest], y_true[rest])
+        calibrated[part] = softmax(logits[part], temperature)
+        nll_after += negative_log_likelihood(logits[part], y_true[part], temperature) * len(part)
+    return {"folds": folds, "nll_before": negative_log_likelihood(logits, y_true, 1.0),
+            "nll_after": nll_after / len(y_true),
+            "ece_before": expected_calibration_error(softmax(logits), y_true, n_bins),
+            "ece_after": expected_calibration_error(calibrated, y_true, n_bins)}
 
 
 def read_calibration(run_dir: Path) -> dict[str, Any] | None:
