@@ -9,7 +9,7 @@ from earmark.errors import EarmarkError
 def test_defaults_train_the_bundled_sample():
     config = load_config()
     assert config.data.source == "sample"
-    assert config.model.name == "simple_cnn"
+    assert config.model.name == "auto"  # the demo picks its model (tests/test_auto.py)
     assert config.split.val_fraction == 0.1 and config.split.test_fraction == 0.1
 
 

@@ -33,8 +33,9 @@ def train(config: ConfigLike = None, overrides: Sequence[str] = (), *, strict: b
           extra_callbacks: Sequence[Any] = (), evaluate_test: bool = True, trust_checkpoint: bool = False,
           log=None):
     """Prepare, train, calibrate and evaluate one run; returns a `RunResult` (`earmark.workflows.train`). `log`:
-    the split plan's lines. trust_checkpoint (every verb reading a .ckpt): a full unpickle, which can run code."""
-    return _call("earmark.workflows.train:train", locals())
+    the split plan's lines. trust_checkpoint (every verb reading a .ckpt): a full unpickle, which can run code.
+    model.name=auto tries the candidates within train.time_budget_s and keeps the best (`earmark.workflows.auto`)."""
+    return _call("earmark.workflows.auto:train", locals())
 
 
 def evaluate(run: str | Path, data: str | Path | None = None, out_dir: str | Path | None = None, *,

@@ -71,13 +71,8 @@ class DataConfig(Section):
 
     def audio_key(self) -> dict[str, Any]:
         """The settings that change decoded audio; anything else never re-decodes."""
-        return {
-            "sample_rate_hz": self.sample_rate_hz,
-            "duration_s": self.duration_s,
-            "clip": self.clip,
-            "chunk_hop_s": self.chunk_hop_s if self.clip == "chunk" else None,
-            "min_duration_s": self.min_duration_s,
-        }
+        return {"sample_rate_hz": self.sample_rate_hz, "duration_s": self.duration_s, "clip": self.clip,
+                "chunk_hop_s": self.chunk_hop_s if self.clip == "chunk" else None, "min_duration_s": self.min_duration_s}
 
 
 class SplitConfig(Section):
@@ -224,6 +219,7 @@ class TrainConfig(Section):
     save_last_k: int = Field(5, ge=1, description="keep the last K epoch checkpoints besides the best")
     checkpoint_every_n_steps: Optional[int] = Field(None, ge=1, description="also checkpoint mid-epoch, for resume")
     max_time_s: Optional[float] = Field(None, gt=0, description="stop training after this many seconds")
+    time_budget_s: float = Field(300.0, gt=0, description="model.name=auto: seconds to try candidates in (demo: 60)")
     # devices and speed
     accelerator: str = "auto"
     devices: Any = "auto"
@@ -298,10 +294,15 @@ class Config(Section):
     @model_validator(mode="after")
     def _group_by_default(self) -> "Config":
         """Unless split.group_by is given, the demo holds out speakers (voices it never heard), ESC-50 and
-        UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each)."""
+        UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each). Unless a model
+        is given, the demo lets `auto` pick one within 60 s."""
         default = DEFAULT_GROUP_BY.get(self.data.source)
         if default and "group_by" not in self.split.model_fields_set:
             object.__setattr__(self, "split", self.split.model_copy(update={"group_by": default}))
+        if self.data.source == "sample" and "name" not in self.model.model_fields_set and not self.model.params:
+            object.__setattr__(self, "model", self.model.model_copy(update={"name": "auto"}))
+            if "time_budget_s" not in self.train.model_fields_set:
+                object.__setattr__(self, "train", self.train.model_copy(update={"time_budget_s": 60.0}))
         return self
 
     def to_yaml(self) -> str:

@@ -60,11 +60,14 @@ def train(args: Optional[List[str]] = typer.Argument(None, help=CONFIG_HELP, sho
           overfit_batch: bool = typer.Option(False, "--overfit-batch",
                                              help="sanity check: train on one batch without augmentation and "
                                                   "report whether the loss reaches near zero"),
+          auto: bool = typer.Option(False, "--auto", help="model.name=auto: try each view's probe, their fusion, a "
+                                    "CNN from zero and fine-tuning within train.time_budget_s; keep the best"),
           trust_checkpoint: bool = TRUST) -> None:
     """Prepare the data (once), train, and evaluate the best checkpoint on the test split."""
     from earmark import api
 
     config, overrides = _split_config_args(args)
+    overrides = [*overrides, "model.name=auto"] if auto else overrides
     result = api.train(config, overrides, strict=strict, resume=resume, overfit_batch=overfit_batch,
                        trust_checkpoint=trust_checkpoint, log=print_plan_line)
     if overfit_batch:

@@ -54,14 +54,34 @@ def print_evaluation(metrics: dict, title: str = "test split") -> None:
 
 def print_metrics(result) -> None:
     metrics = result.metrics
+    if "auto" in metrics:
+        print_leaderboard(metrics["auto"])
     print_evaluation(metrics)
     console = make_console()
-    console.print(f"test accuracy: {metrics['accuracy']:.4f}")
+    low, high = metrics["accuracy_ci95"]
+    console.print(f"test accuracy: {metrics['accuracy']:.4f} ({metrics['n_clips']} test clips, 95% CI "
+                  f"{low:.3f}–{high:.3f})")
     if result.personalization:
         print_personalization(result.personalization)
     console.print(f"trained in {result.fit_seconds:.1f} s; run directory: {result.run_dir}")
     console.print(f"next: earmark predict {result.run_dir} AUDIO...; earmark export {result.run_dir} makes "
                   f"an ONNX model (no torch needed; predict then starts without it)", markup=False)
+
+
+def print_leaderboard(summary: dict) -> None:
+    """auto's candidates: validation score with its interval, what it was scored on, seconds, chosen/skipped."""
+    from rich.table import Table
+
+    from earmark.reports.leaderboard import COLUMNS, leaderboard_heading, leaderboard_rows
+
+    table = Table(title="auto: candidates")
+    for column in COLUMNS:
+        table.add_column(column)
+    for row in leaderboard_rows(summary):
+        table.add_row(*(str(row[column]) for column in COLUMNS))
+    console = make_console()
+    console.print(table)
+    console.print(leaderboard_heading(summary), markup=False)
 
 
 MAX_GROUPS_PRINTED = 20

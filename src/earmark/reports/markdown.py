@@ -20,7 +20,7 @@ def markdown_report(run_name: str, metrics: dict[str, Any], context: dict[str, A
     if metrics.get("notes"):
         lines.append("")
     lines += _headline(metrics)
-    for section in (_ensemble, _clip_level, _binary, _calibration, _per_group, _per_class):
+    for section in (_selection, _ensemble, _clip_level, _binary, _calibration, _per_group, _per_class):
         lines += section(metrics)
     lines += ["## Run", ""]
     for key, value in context.items():
@@ -68,6 +68,18 @@ def _headline(metrics: dict[str, Any]) -> list[str]:
               "![confusion matrix, counts](confusion.png)", "",
               "![confusion matrix, share of each true class](confusion_normalized.png)", ""]
     return lines
+
+
+def _selection(metrics: dict[str, Any]) -> list[str]:
+    """model.name=auto's leaderboard; nothing for a run that auto did not choose."""
+    from earmark.reports.leaderboard import COLUMNS, leaderboard_heading, leaderboard_rows
+
+    summary = metrics.get("auto")
+    if not isinstance(summary, Mapping):
+        return []
+    return ["## Model selection (auto)", "", leaderboard_heading(summary) + ".", "",
+            markdown_table(leaderboard_rows(summary), COLUMNS), "",
+            "Every candidate's row is in leaderboard.csv; the other candidates' runs are in candidates/.", ""]
 
 
 def _clip_level(metrics: dict[str, Any]) -> list[str]:

@@ -145,7 +145,10 @@ def run_report_sections(metrics: Mapping[str, Any], out_dir: Path, run_dir: Path
         if fragment:
             sections.append((heading, fragment))
 
+    from earmark.reports.leaderboard import leaderboard_html
+
     add("Test metrics", headline_section(metrics))
+    add("Model selection (auto)", leaderboard_html(metrics))
     add("Training curves", html_image(out_dir / "curves.png", "training curves"))
     add("Confusion", html_image(out_dir / "confusion.png", "confusion matrix (counts)")
         + html_image(out_dir / "confusion_normalized.png", "confusion matrix (row-normalised)"))

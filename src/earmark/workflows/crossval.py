@@ -32,6 +32,7 @@ from earmark.data.labels import natural_key
 from earmark.errors import EarmarkError
 from earmark.files import safe_name
 from earmark.rundir import RunDir, new_output_dir
+from earmark.workflows.auto_candidates import AUTO_MODEL
 
 PLAN_FILE, FOLDS_FILE, CONFIG_FILE = "cv_plan.json", "folds.csv", "config.yaml"
 DEFAULT_FOLDS = 5
@@ -105,7 +106,8 @@ def cross_validate(config: Optional[Config], *, folds: Optional[int] = None, gro
         raise EarmarkError("cross_validate needs a config, or resume=<an earlier CV folder>")
     else:
         plan = make_plan(config, **requested)
-    config = plan_model(config).config  # with the model's requirements (a backbone's sample rate)
+    if config.model.name != AUTO_MODEL:  # auto plans each candidate inside each fold
+        config = plan_model(config).config  # with the model's requirements (a backbone's sample rate)
     # a fresh CV folder is made only once the folds are known to work: until then no report is written
     items, labels, cache = decode_items(config, cv_dir if resume is not None else None, strict=strict,
                                         progress=config.train.progress)
@@ -237,6 +239,10 @@ def _train_fold(training, config: Config, prepared, run_dir: Path, strict: bool)
     if run_dir.exists():  # started but never reached a checkpoint: nothing worth keeping
         shutil.rmtree(run_dir)
     fold_config = config.model_copy(update={"runs_dir": run_dir.parent, "name": run_dir.name})
+    if config.model.name == AUTO_MODEL:  # the selection runs inside the fold: its test clips never choose
+        from earmark.workflows.auto import select
+
+        return select(fold_config, prepared=prepared, strict=strict).metrics, "trained"
     return training.train(fold_config, prepared=prepared, strict=strict).metrics, "trained"
 
 
