@@ -200,7 +200,13 @@ def select(config: Config, *, strict: bool = False, prepared=None, evaluate_test
 
 def _try_candidates(selection: Selection) -> None:
     """Probes, fusion, from zero, fine-tuning: each while the budget lasts; then the ensemble."""
-    probes = [entry for c in probe_candidates() if (entry := selection.run(c)) is not None]
+    probes = []
+    for candidate, estimate_s in _cheapest_first(selection, probe_candidates()):
+        if estimate_s != float("inf") and estimate_s > selection.remaining_s() and selection.scored():
+            selection.skip(candidate, f"time budget: embedding needs ~{estimate_s:.0f} s, "
+                                      f"{max(selection.remaining_s(), 0):.0f} s left")
+        elif (entry := selection.run(candidate)) is not None:
+            probes.append(entry)
     fusion = fusion_candidate([entry.candidate.model for entry in probes])
     if fusion is not None:
         selection.run(fusion)
@@ -216,6 +222,26 @@ def _try_candidates(selection: Selection) -> None:
     if fine_tune is not None:
         _fine_tune(selection, fine_tune, best_view)
     _ensemble(selection)
+
+
+def _cheapest_first(selection: Selection, candidates: list[Candidate]) -> list[tuple[Candidate, float]]:
+    """The views with the seconds their embeddings will take (cached ones: 0), cheapest first; a view that
+    cannot be built here keeps an infinite estimate and fails, reported, when it is tried."""
+    from earmark.models.registry import create_model
+    from earmark.workflows.auto_scoring import embedding_seconds
+    from earmark.workflows.plan import plan_model
+
+    estimates = []
+    for candidate in candidates:
+        try:
+            config = plan_model(candidate_config(selection.config, candidate, selection.run_dir)).config
+            prepared = selection.data.at(config)
+            model = create_model(candidate.model, len(prepared.labels), (1, prepared.cache.waves.shape[1]),
+                                 **config.model.params)
+            estimates.append((candidate, embedding_seconds(model, prepared)))
+        except EarmarkError:
+            estimates.append((candidate, float("inf")))
+    return sorted(estimates, key=lambda pair: pair[1])
 
 
 def _fine_tune(selection: Selection, candidate: Candidate, probe: Entry) -> None:

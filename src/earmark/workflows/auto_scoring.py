@@ -107,3 +107,27 @@ def inner_cv_probabilities(predictor, vectors: np.ndarray, prepared, group_by: s
             logits = head(torch.from_numpy(np.asarray(x[held_out], np.float32))).numpy()
         probabilities[held_out] = softmax(logits)
     return probabilities, y, f"inner CV ({k} folds by {group_by or 'file'})"
+
+
+def embedding_seconds(model, prepared, n_timed: int = 4) -> float:
+    """Seconds `model`'s backbone will take to embed the clips of `prepared` not cached yet (0: all cached),
+    from timing it on a few of them."""
+    import time
+
+    import torch
+
+    from earmark.embed.cache import load_vectors
+
+    _, filled = load_vectors(prepared.cache.directory, model.backbone_id, len(prepared.cache.waves),
+                             model.embedding_dim)
+    rows = prepared.items["row"].to_numpy()
+    missing = rows[~filled[rows]]
+    if not len(missing):
+        return 0.0
+    clips = torch.from_numpy(np.asarray(prepared.cache.waves[missing[:n_timed]], dtype=np.float32))
+    embedder = model.embedder.eval()
+    with torch.inference_mode():
+        embedder(clips[:1])  # warm-up
+        started = time.perf_counter()
+        embedder(clips)
+    return (time.perf_counter() - started) / len(clips) * len(missing)
