@@ -38,9 +38,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "auto.json"
 ENSEMBLE_MEMBERS = 3
 
 
-def base(workspace: Path, name: str, budget: float | None) -> list[str]:
-    return [f"workspace={workspace}", f"data.cache_dir={workspace}/cache", f"runs_dir={workspace}/runs", f"name={name}",
-            "train.progress=false", "model.name=auto"] + ([f"train.time_budget_s={budget}"] if budget else [])
+def base(workspace: Path, name: str, budget: float | None, demo: bool = False) -> list[str]:
+    """Overrides of one set; `demo`: model.name left unset, as `earmark train` runs the bundled sample (auto, 60 s)."""
+    return ([f"workspace={workspace}", f"data.cache_dir={workspace}/cache", f"runs_dir={workspace}/runs",
+             f"name={name}", "train.progress=false"] + ([] if demo else ["model.name=auto"])
+            + ([f"train.time_budget_s={budget}"] if budget else []))
 
 
 def candidate_rows(run_dir: Path) -> list[dict]:
@@ -79,7 +81,9 @@ def ensemble_accuracy(rows: list[dict]) -> tuple[float | None, list[str]]:
 
 def one_run(name: str, overrides: list[str], results: dict) -> None:
     started = time.perf_counter()
-    result = api.train(load_config(overrides=overrides))
+    config = load_config(overrides=overrides)
+    assert config.model.name == "auto", config.model.name
+    result = api.train(config)
     wall = time.perf_counter() - started
     rows = candidate_rows(result.run_dir)
     table = summarise(name, [rows], wall, [result.metrics["accuracy"]], [result.metrics["n_clips"]])
@@ -147,7 +151,7 @@ def show(name: str, table: dict) -> None:
 
 
 def part_sample(workspace: Path, args, results: dict) -> None:
-    one_run("sample", base(workspace, "sample-auto", args.budget), results)
+    one_run("sample", base(workspace, "sample-auto", args.budget, demo=True), results)
 
 
 def part_fsdd(workspace: Path, args, results: dict) -> None:

@@ -35,7 +35,15 @@ from earmark.workflows.auto_candidates import (
     fusion_candidate,
     probe_candidates,
 )
-from earmark.workflows.auto_selection import MIN_TRAIN_S, Entry, Selection, cheapest_first, ensemble, fine_tune
+from earmark.workflows.auto_selection import (
+    MIN_TRAIN_S,
+    Entry,
+    Selection,
+    cheapest_first,
+    ensemble,
+    fine_tune,
+    from_zero,
+)
 
 LEADERBOARD_CSV, LEADERBOARD_JSON = "leaderboard.csv", "leaderboard.json"
 
@@ -118,7 +126,7 @@ def _try_candidates(selection: Selection) -> None:
     if seconds < MIN_TRAIN_S and selection.scored():
         selection.skip(zero, f"time budget spent ({seconds:.0f} s left)")
     else:
-        selection.run(zero, [f"train.max_time_s={max(seconds, MIN_TRAIN_S):.0f}"])
+        from_zero(selection, zero, max(seconds, MIN_TRAIN_S))
     if tuned is not None:
         fine_tune(selection, tuned, best_view)
     ensemble(selection)

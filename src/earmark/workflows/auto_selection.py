@@ -25,6 +25,8 @@ CANDIDATES_DIR = "candidates"
 RESERVE_S = 5.0  # kept back from the budget for the winner's test evaluation
 MIN_TRAIN_S = 10.0  # a Lightning-trained candidate given less time than this is skipped
 ENSEMBLE_MAX_MEMBERS = 3
+MIN_EPOCHS = 3
+EPOCH_OVERHEAD = 1.5  # an epoch beyond its training steps: augmentation, validation, checkpoints (measured: sample)
 
 
 @dataclass
@@ -137,6 +139,36 @@ def cheapest_first(selection: Selection, candidates: list[Candidate]) -> list[tu
         except EarmarkError:
             estimates.append((candidate, float("inf")))
     return sorted(estimates, key=lambda pair: pair[1])
+
+
+def from_zero(selection: Selection, candidate: Candidate, seconds: float) -> None:
+    """Train from zero in `seconds`: max_epochs sized to what fits (timed on a batch), so the learning-rate
+    schedule runs its whole course instead of being cut off while it is still warming up."""
+    config = candidate_config(selection.config, candidate, selection.run_dir)
+    epoch_s = training_step_seconds(config, selection.data.base) * EPOCH_OVERHEAD \
+        * -(-len(selection.data.base.rows("train")) // config.train.batch_size)
+    epochs = int(max(MIN_EPOCHS, min(config.train.max_epochs, seconds // max(epoch_s, 1e-9))))
+    selection.run(candidate, [f"train.max_epochs={epochs}", f"train.max_time_s={seconds:.0f}"])
+
+
+def training_step_seconds(config: Config, prepared) -> float:
+    """Seconds of one training step (front-end, forward, backward) of `config`'s model on a batch of training clips."""
+    import torch
+
+    from earmark.features import build_frontend
+    from earmark.models.registry import create_model
+
+    frontend = build_frontend(config.features, config.data.sample_rate_hz)
+    waves = prepared.cache.waves[prepared.rows("train")[:config.train.batch_size]]
+    clips = torch.from_numpy(np.asarray(waves, dtype=np.float32))
+    model = create_model(config.model.name, len(prepared.labels), frontend.output_shape(clips.shape[1]),
+                         **config.model.params)
+    seconds = []
+    for _ in range(2):  # the first step warms up
+        started = time.perf_counter()
+        model(frontend(clips)).sum().backward()
+        seconds.append(time.perf_counter() - started)
+    return seconds[-1]
 
 
 def fine_tune(selection: Selection, candidate: Candidate, probe: Entry) -> None:
