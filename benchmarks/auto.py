@@ -151,7 +151,8 @@ def show(name: str, table: dict) -> None:
 
 
 def part_sample(workspace: Path, args, results: dict) -> None:
-    one_run("sample", base(workspace, "sample-auto", args.budget, demo=True), results)
+    name = "sample" if args.budget is None else f"sample (budget {args.budget:g} s)"
+    one_run(name, base(workspace, "sample-auto", args.budget, demo=True), results)
 
 
 def part_fsdd(workspace: Path, args, results: dict) -> None:
@@ -190,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="sample,fewshot,mridangam,fsdd")
     parser.add_argument("--budget", type=float, default=None, help="train.time_budget_s (default: the config's)")
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--note", default=None, help="saved with the results, e.g. the machine and its load")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         workspace.mkdir(parents=True, exist_ok=True)
         for part in args.parts.split(","):
             PARTS[part](workspace, args, results)
+            if args.note:
+                results.setdefault("notes", {})[part] = args.note
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=1))
     return 0

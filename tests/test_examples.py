@@ -76,7 +76,7 @@ def test_the_other_examples_load_with_their_own_readers():
     from earmark.workflows.search_space import load_space
 
     assert {row.label for row in read_sources(EXAMPLES / "sources.yaml")} >= {"drone", "car", "safe"}
-    assert "train.lr" in {param.key for param in load_space(EXAMPLES / "space.yaml", load_config())}
+    assert "train.lr" in {param.key for param in load_space(EXAMPLES / "space.yaml", load_config(overrides=["model.name=simple_cnn"]))}
 
 
 def test_every_readme_yaml_block_is_an_example_file_and_valid(tmp_path):

@@ -54,7 +54,7 @@ def searched(tmp_path_factory):
 
 
 def test_space_errors_name_the_key_and_what_is_allowed(tmp_path):
-    config = load_config(overrides=[f"data.cache_dir={tmp_path / 'cache'}"])
+    config = load_config(overrides=[f"data.cache_dir={tmp_path / 'cache'}", "model.name=simple_cnn"])  # not auto
     cases = {
         "train.lrr: {low: 0.1, high: 0.2}": "unknown config key 'train.lrr'",
         "train.lr: {low: 0.2, high: 0.1}": "low (0.2) must be below high (0.1)",

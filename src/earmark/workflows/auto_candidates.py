@@ -101,6 +101,14 @@ def candidate_config(config: Config, candidate: Candidate, runs_dir: Path, extra
     return apply_overrides(config.model_copy(update=update), [*candidate.overrides, *extra])
 
 
+def single_model_config(config: Config) -> Config:
+    """What a one-model verb (prepare, inspect) uses for `model.name=auto`: its from-zero candidate, which
+    prepares the data (the same split every candidate then trains on); any other config as it is."""
+    if config.model.name != AUTO_MODEL:
+        return config
+    return config.model_copy(update={"model": ModelConfig(name=FROM_ZERO_MODEL)})
+
+
 class SplitData:
     """One preparation's clips and splits, handed to each candidate decoded at the rate it takes."""
 

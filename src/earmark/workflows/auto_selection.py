@@ -147,7 +147,7 @@ def from_zero(selection: Selection, candidate: Candidate, seconds: float) -> Non
     config = candidate_config(selection.config, candidate, selection.run_dir)
     epoch_s = training_step_seconds(config, selection.data.base) * EPOCH_OVERHEAD \
         * -(-len(selection.data.base.rows("train")) // config.train.batch_size)
-    epochs = int(max(MIN_EPOCHS, min(config.train.max_epochs, seconds // max(epoch_s, 1e-9))))
+    epochs = int(min(config.train.max_epochs, max(MIN_EPOCHS, seconds // max(epoch_s, 1e-9))))
     selection.run(candidate, [f"train.max_epochs={epochs}", f"train.max_time_s={seconds:.0f}"])
 
 

@@ -101,9 +101,10 @@ def inspect_data(config: Config | str | Path | None = None, overrides: Sequence[
     from earmark.config import as_config
     from earmark.features import build_frontend
     from earmark.models.registry import create_model
+    from earmark.workflows.auto_candidates import single_model_config
     from earmark.workflows.prepare import prepare
 
-    config = as_config(config, overrides)
+    config = single_model_config(as_config(config, overrides))  # model.name=auto: its from-zero candidate's batch
     prepared = prepare(config)
     items, files = prepared.items, prepared.cache.files
     out_dir = Path(out_dir) if out_dir else default_inspect_dir(config, augment)

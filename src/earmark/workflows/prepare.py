@@ -17,8 +17,9 @@ def prepare(config: Config | str | Path | None = None, overrides: Sequence[str] 
     there as LitData chunks, with items.csv and manifest.json last (`earmark.data.stream`), for
     `data.source=stream data.path=TO`. The bucket is checked before anything is decoded."""
     from earmark.data.prepared import prepare_data
+    from earmark.workflows.auto_candidates import single_model_config
 
-    plan = plan_model(as_config(config, overrides))
+    plan = plan_model(single_model_config(as_config(config, overrides)))
     location = None
     if to is not None:
         from earmark.data.stream import check_writable, stream_location

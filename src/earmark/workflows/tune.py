@@ -66,6 +66,7 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
     import optuna
 
     from earmark.workflows import train as training
+    from earmark.workflows.auto_candidates import AUTO_MODEL
     from earmark.workflows.prepare import prepare
 
     space, log = Path(space) if space is not None else None, log or (lambda text: None)
@@ -76,6 +77,9 @@ def run_study(config: Optional[Config], space: Optional[Path], *, trials: int, s
         raise EarmarkError(f"--trials must be at least 1; got {trials}")
     if keep not in ("all", "best"):
         raise EarmarkError(f"--keep must be all or best; got {keep!r}")
+    if config is not None and config.model.name == AUTO_MODEL:  # auto (the demo's default) chooses among models
+        raise EarmarkError("earmark tune searches the settings of one model, and model.name=auto chooses among "
+                           "models: set model.name (e.g. model.name=simple_cnn)")
     if resume is not None:
         tune_dir = Path(resume)
         config, space_text = _resumed_inputs(tune_dir, config, space)
