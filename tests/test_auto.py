@@ -97,7 +97,8 @@ def auto_run(tmp_path_factory, toy_views):
 def test_the_leaderboard_has_every_candidate_and_the_winner_is_the_best_on_validation(auto_run):
     _, result, _ = auto_run
     board = pd.read_csv(result.run_dir / "leaderboard.csv")
-    assert {"toy_mean probe", "toy_spread probe", "simple_cnn from zero"} <= set(board["candidate"])
+    assert {"toy_mean probe", "toy_spread probe", "toy_mean probe, MLP head", "simple_cnn from zero"} <= set(
+        board["candidate"])
     ran = board[board["status"].isin(["ran", "chosen"])]
     assert ran["score"].notna().all() and (ran["ci95_low"] <= ran["score"]).all()
     assert (ran["score"] <= ran["ci95_high"]).all() and (ran["seconds"] > 0).all()

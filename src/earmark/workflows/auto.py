@@ -33,6 +33,7 @@ from earmark.workflows.auto_candidates import (
     fine_tune_candidate,
     from_zero_candidate,
     fusion_candidate,
+    mlp_head_candidate,
     probe_candidates,
 )
 from earmark.workflows.auto_selection import (
@@ -115,7 +116,11 @@ def _try_candidates(selection: Selection) -> None:
                                       f"{max(selection.remaining_s(), 0):.0f} s left")
         elif (entry := selection.run(candidate)) is not None:
             probes.append(entry)
-    fusion = fusion_candidate([entry.candidate.model for entry in probes])
+    views = [entry.candidate.model for entry in probes]
+    for view in views:  # the embeddings are cached now: another head costs seconds
+        if (entry := selection.run(mlp_head_candidate(view))) is not None:
+            probes.append(entry)
+    fusion = fusion_candidate(views)
     if fusion is not None:
         selection.run(fusion)
     best_view = max(probes, key=lambda e: e.score.accuracy) if probes else None

@@ -67,6 +67,11 @@ def probe_candidates() -> list[Candidate]:
     return [Candidate(f"{view} probe", "probe", view) for view in offline_views()]
 
 
+def mlp_head_candidate(view: str) -> Candidate:
+    """`view`'s probe with a small MLP head instead of logistic regression (on the same cached embeddings)."""
+    return Candidate(f"{view} probe, MLP head", "probe", view, ("model.params.head=mlp",))
+
+
 def fusion_candidate(views: Sequence[str]) -> Candidate | None:
     """The registered fusion of `views` (the views whose probes ran), when there are two or more."""
     from earmark.models.registry import MODELS
