@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -196,3 +197,53 @@ def test_the_demo_runs_auto_within_a_minute_unless_told_otherwise():
     assert load_config(overrides=["model.params.width=8"]).model.name == "simple_cnn"
     assert load_config(overrides=["data.source=folder", "data.path=."]).model.name == "simple_cnn"
     assert load_config(overrides=["data.source=folder", "data.path=."]).train.time_budget_s == 300
+
+
+class _FakeSplit:
+    """Just what the ensemble step reads: the validation targets (and split sizes)."""
+
+    def __init__(self, y_val):
+        self.y_val = np.asarray(y_val)
+
+    def rows(self, split):
+        return np.arange(len(self.y_val) if split == "val" else 400)
+
+    def targets(self, split):
+        return self.y_val
+
+
+def test_the_ensemble_is_built_only_when_it_beats_its_members_on_validation(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from earmark.workflows.auto import _choose
+    from earmark.workflows.auto_candidates import Candidate
+    from earmark.workflows.auto_scoring import score_of
+    from earmark.workflows.auto_selection import Entry, Selection, ensemble
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    one_hot = np.eye(3)[y]
+    a, b = one_hot * 0.8 + 0.1, one_hot * 0.8 + 0.1  # each right where the other is unsure
+    a[4:] = [[0.36, 0.34, 0.30], [0.36, 0.30, 0.34]]
+    b[:2] = [[0.34, 0.36, 0.30], [0.36, 0.34, 0.30]]
+    selection = Selection(load_config(overrides=["model.name=simple_cnn"]), types.SimpleNamespace(base=_FakeSplit(y)),
+                          tmp_path, False, lambda line: None)
+    for name, probabilities in (("a", a), ("b", b)):
+        score = score_of(y, probabilities, "validation split")
+        selection.entries.append(Entry(Candidate(name, "probe", "x"), "ran", 1.0, score, score, tmp_path / name,
+                                       probabilities))
+    built = []
+    fake = types.ModuleType("earmark.workflows.ensemble")
+    fake.ensemble_runs = lambda runs, out, **kwargs: built.append((list(runs), out)) or types.SimpleNamespace(
+        run_dir=out)
+    monkeypatch.setitem(sys.modules, "earmark.workflows.ensemble", fake)
+    ensemble(selection)
+    assert built and built[0][0] == [tmp_path / "a", tmp_path / "b"]  # the members' runs
+    winner = _choose(selection)
+    assert winner.candidate.kind == "ensemble" and winner.val.accuracy == 1.0  # 4/6 each, 6/6 together
+
+    selection.entries.pop()
+    selection.entries[1].val_probabilities = a  # b now agrees with a: nothing to gain
+    monkeypatch.delitem(sys.modules, "earmark.workflows.ensemble")
+    ensemble(selection)
+    assert selection.entries[-1].status.startswith("skipped: validation accuracy")
