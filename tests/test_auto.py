@@ -153,9 +153,11 @@ def test_the_budget_stops_adding_candidates(toy_views, tmp_path):
     assert result.metrics["accuracy"] >= 0.0 and result.metrics["auto"]["winner"] == first["candidate"]
 
 
-def test_auto_needs_a_validation_split(toy_views, tmp_path):
+def test_auto_needs_a_validation_split_and_no_model_params(toy_views, tmp_path):
     with pytest.raises(EarmarkError, match="validation"):
         api.train(load_config(overrides=auto_overrides(tmp_path, "noval", "split.val_fraction=0")))
+    with pytest.raises(EarmarkError, match="model.params .width. are one model's settings"):
+        api.train(load_config(overrides=auto_overrides(tmp_path, "params", "model.params.width=4")))
 
 
 @pytest.mark.slow

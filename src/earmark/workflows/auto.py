@@ -76,6 +76,9 @@ def select(config: Config, *, strict: bool = False, prepared=None, evaluate_test
 
     log = log or (lambda line: None)
     started = time.perf_counter()
+    if config.model.params:
+        raise EarmarkError(f"model.params ({', '.join(sorted(config.model.params))}) are one model's settings, and "
+                           f"model.name=auto tries several: drop them, or set model.name to train that model")
     base = plan_model(candidate_config(config, from_zero_candidate(), config.runs_dir)).config
     if prepared is None:
         from earmark.data.prepared import prepare_data
