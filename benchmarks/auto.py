@@ -200,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         workspace = args.keep or Path(scratch_dir)
         workspace.mkdir(parents=True, exist_ok=True)
         for part in args.parts.split(","):
+            before = {name: id(table) for name, table in results.items()}
             PARTS[part](workspace, args, results)
-            if args.note:
-                results.setdefault("notes", {})[part] = args.note
+            for name, table in results.items():  # the sets this part measured carry the note
+                if args.note and before.get(name) != id(table):
+                    table["note"] = args.note
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=1))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-COLUMNS = ("candidate", "validation score (95% CI)", "scored on", "seconds", "status")
+COLUMNS = ("candidate", "validation score (95% CI)", "scored on", "validation split", "seconds", "status")
 
 
 def leaderboard_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -15,7 +15,9 @@ def leaderboard_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         score = row.get("score")
         shown = "" if score is None else f"{score:.4f} ({row['ci95_low']:.3f}–{row['ci95_high']:.3f})"
         rows.append({"candidate": row["candidate"], "validation score (95% CI)": shown,
-                     "scored on": row.get("scored_on") or "", "seconds": f"{row.get('seconds', 0):.1f}",
+                     "scored on": row.get("scored_on") or "",
+                     "validation split": "" if row.get("val_accuracy") is None else f"{row['val_accuracy']:.4f}",
+                     "seconds": f"{row.get('seconds', 0):.1f}",
                      "status": row["status"]})
     return rows
 

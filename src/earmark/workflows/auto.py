@@ -1,7 +1,8 @@
 """`model.name=auto` (`earmark train --auto`): try the candidates within `train.time_budget_s`, keep the best.
 
 The data is prepared once; every candidate (`earmark.workflows.auto_candidates`) trains as an ordinary run on
-the same splits, without its test split, and is scored on validation (`earmark.workflows.auto_scoring`).
+the same splits, without its test split, and is scored on validation (`earmark.workflows.auto_scoring`); the
+probes' best (by inner CV on small data) then meets the other candidates on the validation split (`_choose`).
 The order is cheapest first: each view's probe, their fusion, the CNN from zero, fine-tuning the best view.
 A candidate starts only while budget is left; the Lightning-trained ones stop at their share of it
 (`train.max_time_s`). The ensemble of the best members is built when it beats every one of them on the
@@ -141,14 +142,21 @@ def _try_candidates(selection: Selection) -> None:
 
 
 def _choose(selection: Selection) -> Entry:
-    """The best score; an ensemble (built only when it beats its members on validation) wins over them."""
+    """Like against like: the probes' best by their own score (inner CV on small data), then that probe against
+    the other candidates on the validation split, which all were scored on; ties go to the cheaper (earlier).
+    An ensemble (built only when it beats every candidate on validation) wins over them."""
     scored = selection.scored()
     if not scored:
         reasons = "; ".join(f"{e.candidate.name}: {e.status}" for e in selection.entries)
         raise EarmarkError(f"model.name=auto: no candidate could be trained ({reasons}); raise "
                            f"train.time_budget_s or choose model.name yourself")
     ensembles = [e for e in scored if e.candidate.kind == "ensemble"]
-    return ensembles[0] if ensembles else max(scored, key=lambda e: e.score.accuracy)
+    if ensembles:
+        return ensembles[0]
+    probes = [e for e in scored if e.candidate.kind == "probe"]
+    finalists = ([max(probes, key=lambda e: e.score.accuracy)] if probes else []) + [
+        e for e in scored if e.candidate.kind != "probe"]
+    return max(finalists, key=lambda e: e.val.accuracy)
 
 
 def _adopt(winner_dir: Path, run_dir: Path, config: Config) -> None:
