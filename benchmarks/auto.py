@@ -178,8 +178,9 @@ def part_fewshot(workspace: Path, args, results: dict) -> None:
         subset = pd.concat([train.assign(split="train"), test.assign(split="test")])
         csv = workspace / f"fewshot-{shots}.csv"
         subset.to_csv(csv, index=False)
+        val_fraction = round(len(train) / 5 / len(subset), 3)  # about one of the five training tonics validates
         data = ["data.source=csv", f"data.path={csv}", "data.duration_s=1.0", "split.group_by=tonic",
-                "split.val_fraction=0.2"]
+                f"split.val_fraction={val_fraction}"]
         one_run(f"mridangam {shots}-shot", base(workspace, f"fs{shots}-auto", args.budget) + data, results)
 
 
