@@ -294,15 +294,15 @@ class Config(Section):
     @model_validator(mode="after")
     def _group_by_default(self) -> "Config":
         """Unless split.group_by is given, the demo holds out speakers (voices it never heard), ESC-50 and
-        UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each). Unless a model
-        is given, the demo lets `auto` pick one within 60 s."""
+        UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each); auto picks the
+        demo's model (60 s) unless one is given."""
         default = DEFAULT_GROUP_BY.get(self.data.source)
         if default and "group_by" not in self.split.model_fields_set:
             object.__setattr__(self, "split", self.split.model_copy(update={"group_by": default}))
         if self.data.source == "sample" and "name" not in self.model.model_fields_set and not self.model.params:
             object.__setattr__(self, "model", self.model.model_copy(update={"name": "auto"}))
-            if "time_budget_s" not in self.train.model_fields_set:
-                object.__setattr__(self, "train", self.train.model_copy(update={"time_budget_s": 60.0}))
+            budget = self.train.time_budget_s if "time_budget_s" in self.train.model_fields_set else 60.0
+            object.__setattr__(self, "train", self.train.model_copy(update={"time_budget_s": budget}))
         return self
 
     def to_yaml(self) -> str:
