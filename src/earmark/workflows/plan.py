@@ -106,9 +106,12 @@ def planned_config(config: Config | str | Path | None = None, overrides: Sequenc
     sample rate and front-end); what `earmark config` prints."""
     from earmark.config import as_config
     from earmark.train.optim import check_schedule
+    from earmark.workflows.auto_candidates import AUTO_MODEL
 
     config = as_config(config, overrides)
     check_schedule(config.train)
+    if config.model.name == AUTO_MODEL:  # each candidate is planned when auto tries it
+        return config
     return plan_model(config).config
 
 
