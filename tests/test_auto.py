@@ -196,7 +196,7 @@ def test_views_come_from_the_registry():
 
 
 def test_the_demo_runs_auto_within_a_minute_unless_told_otherwise():
-    assert load_config().model.name == "auto" and load_config().train.time_budget_s == 60
+    assert load_config().model.name == "auto" and load_config().train.time_budget_s == 240
     assert load_config(overrides=["model.name=aisfx"]).model.name == "aisfx"
     assert load_config(overrides=["model.params.width=8"]).model.name == "simple_cnn"
     assert load_config(overrides=["data.source=folder", "data.path=."]).model.name == "simple_cnn"

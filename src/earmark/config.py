@@ -219,7 +219,7 @@ class TrainConfig(Section):
     save_last_k: int = Field(5, ge=1, description="keep the last K epoch checkpoints besides the best")
     checkpoint_every_n_steps: Optional[int] = Field(None, ge=1, description="also checkpoint mid-epoch, for resume")
     max_time_s: Optional[float] = Field(None, gt=0, description="stop training after this many seconds")
-    time_budget_s: float = Field(300.0, gt=0, description="model.name=auto: seconds to try candidates in (demo: 60)")
+    time_budget_s: float = Field(300.0, gt=0, description="model.name=auto: seconds to try candidates in (demo: 240)")
     # devices and speed
     accelerator: str = "auto"
     devices: Any = "auto"
@@ -295,13 +295,13 @@ class Config(Section):
     def _group_by_default(self) -> "Config":
         """Unless split.group_by is given, the demo holds out speakers (voices it never heard), ESC-50 and
         UrbanSound8K source recordings (`group`: src_file, fsID; several clips are cut from each); auto picks the
-        demo's model (60 s) unless one is given."""
+        demo's model (240 s) unless one is given."""
         default = DEFAULT_GROUP_BY.get(self.data.source)
         if default and "group_by" not in self.split.model_fields_set:
             object.__setattr__(self, "split", self.split.model_copy(update={"group_by": default}))
         if self.data.source == "sample" and "name" not in self.model.model_fields_set and not self.model.params:
             object.__setattr__(self, "model", self.model.model_copy(update={"name": "auto"}))
-            budget = self.train.time_budget_s if "time_budget_s" in self.train.model_fields_set else 60.0
+            budget = self.train.time_budget_s if "time_budget_s" in self.train.model_fields_set else 240.0
             object.__setattr__(self, "train", self.train.model_copy(update={"time_budget_s": budget}))
         return self
 
