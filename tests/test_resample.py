@@ -37,7 +37,8 @@ def test_equal_rates_are_the_identity_and_batches_are_independent():
 
 
 def test_the_resampler_exports_to_onnx_with_any_length(tmp_path):
-    onnxruntime = pytest.importorskip("onnxruntime")
+    import onnxruntime
+
     module = Resample(8000, 16000).eval()
     path = tmp_path / "resample.onnx"
     torch.onnx.export(module, (torch.zeros(1, 8000),), str(path), input_names=["wave"], output_names=["out"],
