@@ -7,7 +7,7 @@ What the walk changes, and why, is written here and nowhere else:
   with the test that covers it instead.
 - REWRITES: literal text replaced (fewer trials, a real folder for `/data`).
 - every `earmark train|cv|tune` without `--resume` trains one epoch (`train.max_epochs=1` appended, replacing a
-  README value): the walk checks that commands work, not how well a model learns.
+  README value) and gives `auto` 20 s (`train.time_budget_s=20`; the demo's own budget is 240 s): the walk checks that commands work, not how well a model learns.
 - python blocks run after the bash ones (they use runs those train), each after PYTHON_PRELUDE (the names the
   fragments take from the prose around them), with PYTHON_REWRITES; blocks that download are in PYTHON_SKIPPED.
 - `runs/<name>` is the newest run the walk has trained: in the personalization commands (`--group NAME`, a list
@@ -169,6 +169,7 @@ def rewrite(command: str, runs: dict[str, str | None], rewrites: dict[str, str] 
         command = command.replace("runs/<name>", f"runs/{run}")
     if TRAINING.search(command) and "--resume" not in command:
         command = re.sub(r"\s*train\.max_epochs=\d+", "", command) + " train.max_epochs=1"
+        command = re.sub(r"\s*train\.time_budget_s=\d+", "", command) + " train.time_budget_s=20"
     return command
 
 
