@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from inference_latency import latency_ms
+from result_files import save_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ensemble.json"
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['p99_ms']:7.2f} {row['onnx_mb']:8.2f}")
     print(f"ensemble p50 / sum of members' p50: {ratio:.2f}; built and tested in {ensemble_s:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "p50_ratio_to_members": ratio}, indent=1) + "\n")
+        save_results(args.json, {"rows": rows, "p50_ratio_to_members": ratio})
     return 0
 
 

@@ -16,7 +16,6 @@ only ever adds time).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from result_files import save_results
 from serve_load import train_tiny_run  # benchmarks/ is on sys.path when a script here runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "startup.json"
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     rows = {name: {"min_s": round(min(t), 3), "median_s": round(statistics.median(t), 3), "max_s": round(max(t), 3)}
             for name, t in figures.items()}
-    RESULTS.write_text(json.dumps({**rows, "export_vs_checkpoint_speedup": round(ratio, 2)}, indent=1) + "\n")
+    save_results(RESULTS, {**rows, "export_vs_checkpoint_speedup": round(ratio, 2)})
     print(f"written to {RESULTS}")
     return 0
 

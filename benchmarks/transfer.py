@@ -32,6 +32,7 @@ import pandas as pd
 
 from earmark import api
 from earmark.config import load_config
+from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "transfer.json"
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         for part in args.parts.split(","):
             PARTS[part](workspace, args, results)
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(results, indent=1))
+            save_results(RESULTS, results)
     return 0
 
 

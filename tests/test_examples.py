@@ -1,4 +1,4 @@
-"""Every config on the README page is a file under examples/, loads, and prepares tiny tone data.
+"""Every config on the README and the docs pages is a file under examples/, loads, and prepares tiny tone data.
 
 A typo in a README config (an unknown key, a wrong type) or a README block that drifted from its
 file fails here, not on a reader's machine.
@@ -14,18 +14,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from doc_pages import fenced_blocks, pages_text
 from earmark.config import load_config
 from tiny_runs import tone_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-README = ROOT / "README.md"
 NOT_CONFIGS = {"sources.yaml": "an `earmark fetch` sources list", "space.yaml": "an `earmark tune` search space"}
 CONFIGS = sorted(p for p in EXAMPLES.glob("*.yaml") if p.name not in NOT_CONFIGS)
 
 
 def readme_yaml_blocks() -> list[str]:
-    return re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    """Every ```yaml block of README.md and the docs pages."""
+    return [code for _, _, code in fenced_blocks("yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def test_every_readme_yaml_block_is_an_example_file_and_valid(tmp_path):
 def test_readme_commands_on_examples_take_valid_overrides():
     """`earmark train examples/X.yaml key=value ...` lines: the file and every override validate."""
     lines = re.findall(r"^earmark (?:train|prepare|inspect|cv|tune|config) (examples/\S+\.yaml)(.*)$",
-                       README.read_text(encoding="utf-8"), re.M)
+                       pages_text(), re.M)
     assert lines
     for file, rest in lines:
         words = shlex.split(rest.split("#")[0])

@@ -1,4 +1,5 @@
-"""Every `earmark` command in the README's bash blocks parses: its subcommand exists, its options are that
+"""Every `earmark` command in the bash blocks of README.md and the docs pages (tests/doc_pages.py) parses: its
+subcommand exists, its options are that
 subcommand's with values of the right type, and its `key=value` overrides (with the example config it names)
 validate. The slow test `test_readme_walkthrough` (tests/readme_walk.py) runs them for real on tiny data.
 """
@@ -8,26 +9,22 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from pathlib import Path
 
 import pytest
 import typer
 
+from doc_pages import ROOT, fenced_blocks, where
 from earmark.cli.app import app
 from earmark.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 
-
-def readme_commands() -> list[tuple[int, str]]:
-    """(README line, command) for each command in a ```bash block: continuation lines joined, comments dropped."""
-    text = README.read_text(encoding="utf-8")
+def readme_commands() -> list[tuple[str, str]]:
+    """("page:line", command) for each command in a ```bash block of README.md and the docs pages: continuation
+    lines joined, comments dropped."""
     commands = []
-    for block in re.finditer(r"```bash\n(.*?)```", text, re.S):
-        first_line = text[:block.start()].count("\n") + 2
+    for page, first_line, code in fenced_blocks("bash"):
         pending, start = "", first_line
-        for offset, raw in enumerate(block.group(1).splitlines()):
+        for offset, raw in enumerate(code.splitlines()):
             line = raw.split(" #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
             if not pending:
                 start = first_line + offset
@@ -37,15 +34,13 @@ def readme_commands() -> list[tuple[int, str]]:
             command = (pending + line).strip()
             pending = ""
             if command:
-                commands.append((start, command))
+                commands.append((where(page, start), command))
     return commands
 
 
-def readme_python_blocks() -> list[tuple[int, str]]:
-    """(README line, code) for each ```python block."""
-    text = README.read_text(encoding="utf-8")
-    return [(text[:block.start()].count("\n") + 2, block.group(1)) for block in re.finditer(r"```python\n(.*?)```",
-                                                                                            text, re.S)]
+def readme_python_blocks() -> list[tuple[str, str]]:
+    """("page:line", code) for each ```python block of README.md and the docs pages."""
+    return [(where(page, line), code) for page, line, code in fenced_blocks("python")]
 
 
 def earmark_words(command: str) -> list[list[str]]:
@@ -69,13 +64,13 @@ def test_the_readme_has_commands_to_check():
                                                                "serve", "fetch", "embed", "audit", "inspect"}
 
 
-@pytest.mark.parametrize(("line", "words"), INVOCATIONS, ids=[f"README:{line}" for line, _ in INVOCATIONS])
+@pytest.mark.parametrize(("line", "words"), INVOCATIONS, ids=[line for line, _ in INVOCATIONS])
 def test_readme_command_parses_and_its_overrides_validate(line, words):
     group = typer.main.get_command(app)
     if not words:  # plain `earmark train` after `pip install .`: a subcommand is always given
-        pytest.fail(f"README line {line}: `earmark` with no subcommand")
+        pytest.fail(f"{line}: `earmark` with no subcommand")
     name, args = words[0], words[1:]
-    assert name in group.commands, f"README line {line}: no subcommand '{name}' (have {sorted(group.commands)})"
+    assert name in group.commands, f"{line}: no subcommand '{name}' (have {sorted(group.commands)})"
     command = group.commands[name]
     with command.make_context(name, list(args), resilient_parsing=False) as context:  # unknown option: UsageError
         params = context.params
@@ -89,7 +84,7 @@ def test_readme_command_parses_and_its_overrides_validate(line, words):
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_readme_walkthrough(tmp_path):
-    """Every README command, in README order, in a folder of tiny stand-in data (tests/readme_walk.py says what
+    """Every command of README.md and the docs pages, in page order, in a folder of tiny stand-in data (tests/readme_walk.py says what
     is skipped or rewritten and why); all must exit 0."""
     from readme_walk import (
         build_world,
@@ -107,26 +102,26 @@ def test_readme_walkthrough(tmp_path):
         for piece in command.split(" && "):
             reason = skip_reason(piece)
             if reason:
-                skipped.append(f"README:{line} {piece} ({reason})")
+                skipped.append(f"{line} {piece} ({reason})")
                 continue
             step = rewrite(piece, newest_runs(project))
             started = time.perf_counter()
             done = run_step(project, step)
-            print(f"{time.perf_counter() - started:6.1f} s  rc {done.returncode}  README:{line} {step}", flush=True)
+            print(f"{time.perf_counter() - started:6.1f} s  rc {done.returncode}  {line} {step}", flush=True)
             ran += 1
             if done.returncode != 0:
-                failures.append(f"README:{line} `{step}` exited {done.returncode}:\n{done.stderr[-1500:]}")
+                failures.append(f"{line} `{step}` exited {done.returncode}:\n{done.stderr[-1500:]}")
     for line, code in readme_python_blocks():
         reason = python_skip_reason(code)
         if reason:
-            skipped.append(f"README:{line} python block ({reason})")
+            skipped.append(f"{line} python block ({reason})")
             continue
         started = time.perf_counter()
         done = run_python(project, code, newest_runs(project))
-        print(f"{time.perf_counter() - started:6.1f} s  rc {done.returncode}  README:{line} python block", flush=True)
+        print(f"{time.perf_counter() - started:6.1f} s  rc {done.returncode}  {line} python block", flush=True)
         ran += 1
         if done.returncode != 0:
-            failures.append(f"README:{line} python block exited {done.returncode}:\n{done.stderr[-1500:]}")
+            failures.append(f"{line} python block exited {done.returncode}:\n{done.stderr[-1500:]}")
     print(f"ran {ran} README commands and python blocks; skipped {len(skipped)}:", *skipped, sep="\n")
     assert ran >= 52
     assert not failures, "\n\n".join(failures)

@@ -1,0 +1,150 @@
+"""Every figure on the docs pages, rendered from its result file in benchmarks/results/ (tools/docs_pages.py puts
+each between its page's `<!-- generated: NAME -->` markers).
+
+Each result file carries `_meta`: {"machine": ..., "date": "YYYY-MM-DD", "command": ...} (benchmarks/result_files.py
+writes it), and each figure ends with that line, so a number never appears without where and when it was measured.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+def _load(results: Path, name: str) -> tuple[dict, str]:
+    path = results / name
+    if not path.is_file():
+        return {}, ""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    meta = data.get("_meta")
+    if not meta or not all(meta.get(key) for key in ("machine", "date", "command")):
+        raise SystemExit(f"error: benchmarks/results/{name} has no _meta with machine, date and command; "
+                         "write it with benchmarks/result_files.py save_results")
+    return data, f"*Measured {meta['date']} on {meta['machine']}: `{meta['command']}` (`benchmarks/results/{name}`).*"
+
+
+def _missing(name: str, how: str) -> str:
+    return f"*Not measured yet: `{how}` writes `benchmarks/results/{name}`, then `python tools/docs_pages.py`.*"
+
+
+def _ci(row: dict) -> str:
+    low, high = row["ci95"] if "ci95" in row else row["accuracy_ci95"]
+    return f"{low:.3f}–{high:.3f}"
+
+
+def demo(results: Path) -> str:
+    """`earmark train` over several seeds: each run's accuracy with its 95% interval, then mean, min and max."""
+    data, measured = _load(results, "demo.json")
+    if not data:
+        return _missing("demo.json", "python benchmarks/demo_seeds.py --seeds 5")
+    runs = data["runs"]
+    accuracies = [run["accuracy"] for run in runs]
+    n_test = runs[0]["n_test"]
+    lines = ["| seed | test accuracy | 95% interval | trained in |", "|---|---|---|---|"]
+    lines += [f"| {run['seed']} | {run['accuracy']:.3f} | {_ci(run)} | {run['train_s']:.0f} s |" for run in runs]
+    widths = [run["ci95"][1] - run["ci95"][0] for run in runs]
+    lines += ["", f"Over {len(runs)} seeds: mean **{statistics.mean(accuracies):.3f}**, min {min(accuracies):.3f}, "
+              f"max {max(accuracies):.3f} (std {statistics.pstdev(accuracies):.3f}), on {n_test} test clips of "
+              f"{data['test_speakers']} held-out speaker(s); majority baseline {data['majority_baseline']:.2f}. "
+              f"One run's 95% interval is {statistics.mean(widths):.2f} wide, so runs inside it are the same result.",
+              "", measured]
+    return "\n".join(lines)
+
+
+def startup(results: Path) -> str:
+    """Wall time of fresh processes: `earmark --help`, predict with a checkpoint and with an export."""
+    data, measured = _load(results, "startup.json")
+    if not data:
+        return _missing("startup.json", "python benchmarks/startup.py")
+    shown = {"import torch": '`python -c "import torch"`', "earmark --help": "`earmark --help`",
+             "predict RUN --backend torch": "`earmark predict RUN clip.wav --backend torch`",
+             "predict RUN (its export)": "`earmark predict RUN clip.wav` (exported run)",
+             "predict model.onnx": "`earmark predict RUN/export/model.onnx clip.wav`"}
+    lines = ["| command | min / median / max wall s |", "|---|---|"]
+    lines += [f"| {label} | {data[key]['min_s']:.2f} / {data[key]['median_s']:.2f} / {data[key]['max_s']:.2f} |"
+              for key, label in shown.items() if key in data]
+    lines += ["", f"An exported run starts {data['export_vs_checkpoint_speedup']:.1f}× sooner than its checkpoint.",
+              "", measured]
+    return "\n".join(lines)
+
+
+def ensemble(results: Path) -> str:
+    """The ensemble benchmark's members and their ensemble: accuracy with its interval, ONNX latency and size."""
+    data, measured = _load(results, "ensemble.json")
+    if not data:
+        return _missing("ensemble.json", "python benchmarks/ensemble.py")
+    names = {"aisfx": "aisfx probe", "simple_cnn": "simple_cnn (default, from zero)", "ensemble": "their ensemble"}
+    lines = ["| model | test accuracy (95% CI) | exported p50 / p99 per 1-s clip, 1 thread | ONNX |", "|---|---|---|---|"]
+    lines += [f"| {names.get(row['model'], row['model'])} | {row['accuracy']:.3f} ({_ci(row)}) | "
+              f"{row['p50_ms']:.1f} / {row['p99_ms']:.1f} ms | {row['onnx_mb']:.1f} MB |" for row in data["rows"]]
+    lines += ["", f"{data['rows'][0]['n_clips']} test clips; the ensemble's p50 is "
+              f"{data['p50_ratio_to_members']:.2f} × its members' sum.", "", measured]
+    return "\n".join(lines)
+
+
+def transfer_sample(results: Path) -> str:
+    """From zero, probed and fine-tuned on the bundled sample."""
+    data, measured = _load(results, "transfer.json")
+    if not data:
+        return _missing("transfer.json", "python benchmarks/transfer.py")
+    rows = {"sample: scratch simple_cnn": "`simple_cnn` from zero (library defaults)",
+            "sample: probe linear": "aisfx probe, logistic regression (embeds all 420 clips)",
+            "sample: probe mlp (cached)": "aisfx probe, MLP head (embeddings from the cache)",
+            "sample: fine-tune 5 ep": "aisfx fine-tuned, 5 epochs, top block first"}
+    lines = ["| | test accuracy | wall time |", "|---|---|---|"]
+    lines += [f"| {label} | {data[key]['accuracy']:.3f} | {data[key]['wall_s']:.1f} s |"
+              for key, label in rows.items() if key in data]
+    return "\n".join([*lines, "", measured])
+
+
+def transfer_shared(results: Path) -> str:
+    """The aisfx probe against a CNN from zero on the shared FSDD and mridangam sets."""
+    data, measured = _load(results, "transfer.json")
+    if not data:
+        return _missing("transfer.json", "python benchmarks/transfer.py")
+
+    def cv(key: str) -> str:
+        row = data.get(key)
+        return f"{row['mean']:.3f} ± {row['std']:.3f} ({row['wall_s']:.0f} s)" if row else "not run"
+
+    def shot(key: str) -> str:
+        row = data.get(key)
+        return f"{row['accuracy']:.3f} ({row['wall_s']:.0f} s)" if row else "not run"
+
+    lines = ["| data, protocol | aisfx probe | `simple_cnn` from zero |", "|---|---|---|",
+             f"| FSDD, 6-fold speaker-grouped CV (3,000 clips) | {cv('fsdd 6-fold: probe (embeds 3,000 clips)')}; "
+             f"from the cache {cv('fsdd 6-fold: probe (cached)')} | see `benchmarks/fsdd_cv.py` |",
+             f"| mridangam, 6-fold CV, one tonic held out per fold | {cv('mridangam 6-fold tonic: probe')} | "
+             f"{cv('mridangam 6-fold tonic: scratch')} |"]
+    for shots in (5, 20):
+        lines.append(f"| mridangam, {shots} clips per class, tested on one held-out tonic | "
+                     f"{shot(f'mridangam {shots}-shot: probe')} | {shot(f'mridangam {shots}-shot: scratch')} |")
+    return "\n".join([*lines, "", measured])
+
+
+def transfer_export(results: Path) -> str:
+    """The exported probe: FP32 and INT8 latency, size, parity and accuracy."""
+    data, measured = _load(results, "transfer.json")
+    if "export probe" not in data:
+        return _missing("transfer.json", "python benchmarks/transfer.py --parts export")
+    fp32 = data["export probe"]
+    lines = ["| ONNX | p50 per 1-s clip, 1 thread | size | test accuracy | top-1 agreement with PyTorch | max \\|Δprob\\| |",
+             "|---|---|---|---|---|---|",
+             f"| FP32 | {fp32['p50_ms']:.1f} ms | | {data['sample: probe linear']['accuracy']:.3f} | "
+             f"{fp32['top1_agreement']:.2f} | {fp32['max_abs_prob_diff']:.1e} |"]
+    for mode in ("dynamic", "static"):
+        row = data.get(f"export probe int8 {mode}")
+        if row:
+            lines.append(f"| INT8 {mode} | {row['p50_ms']:.1f} ms | {row['size_mb']:.1f} MB | "
+                         f"{row['fp32_accuracy']:.3f} → {row['int8_accuracy']:.3f} | {row['top1_agreement']:.2f} | "
+                         f"{row['max_abs_prob_diff']:.1e} |")
+    return "\n".join([*lines, "", measured])
+
+
+FIGURES = {"demo": demo, "startup": startup, "ensemble": ensemble, "transfer-sample": transfer_sample,
+           "transfer-shared": transfer_shared, "transfer-export": transfer_export}
+
+
+def render_figure(name: str, results: Path) -> str:
+    return FIGURES[name](results)
