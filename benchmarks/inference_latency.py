@@ -31,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
 FEATURES = {"wave_cnn": ["features.kind=waveform"]}
 VARIANTS = ("fp32", "int8-dynamic", "int8-static")
 
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", type=Path, default=None, help="write runs and cache here (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="the result file the Deployment page renders")
     args = parser.parse_args(argv)
     given = dict(item.split("=", 1) for item in args.run)
     if set(args.models) - set(given) and not (args.data / "metadata.csv").is_file():
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(given[model]) if model in given else train_run(model, args.data, workspace, args.epochs)
             rows += measure_model(model, run_dir, args)
     print_table(rows, args)
+    save_results(args.json, {"rows": rows})
     return 0
 
 

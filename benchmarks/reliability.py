@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
+
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "reliability.json"
 sys.path.insert(0, str(ROOT / "tests"))
 
 
@@ -40,7 +43,7 @@ class RunsCode:
         return (os.system, (f"touch {self.path}",))
 
 
-def crafted_checkpoints(run_dir: Path, work: Path) -> None:
+def crafted_checkpoints(run_dir: Path, work: Path) -> dict:
     import shutil
 
     import soundfile as sf
@@ -78,6 +81,7 @@ def crafted_checkpoints(run_dir: Path, work: Path) -> None:
         print(f"{'cnn14 checkpoint_path':<22} {'YES' if marker.exists() else 'no':<9} {'-':<5} {str(exc)[:90]}")
     executed += marker.exists()
     print(f"crafted checkpoints executed: {executed} of {len(paths) + 1} load paths (goal 0)\n")
+    return {"executed": int(executed), "load_paths": len(paths) + 1}
 
 
 def encoded(wave: np.ndarray, rate_hz: int, format: str) -> bytes:
@@ -131,7 +135,7 @@ def compressed_attack(url: str, stop: threading.Event, seconds: float, counts: d
             counts[status] = counts.get(status, 0) + 1
 
 
-def server_figures(run_dir: Path, n_requests: int) -> None:
+def server_figures(run_dir: Path, n_requests: int) -> dict:
     from earmark.serve.client import server_process
 
     good = encoded((0.3 * np.sin(2 * np.pi * 300 * np.arange(4000) / 8000)).astype(np.float32), 8000, "WAV")
@@ -162,19 +166,24 @@ def server_figures(run_dir: Path, n_requests: int) -> None:
         print(f"{'good requests':<18} {'p50 ms':>8} {'p99 ms':>8} {'p50 ratio':>10} {'errors':>7}  attack answers")
         for scenario, p50, p99, errors, counts in rows:
             print(f"{scenario:<18} {p50:8.1f} {p99:8.1f} {p50 / reference:10.2f} {errors:7d}  {counts or ''}")
+    return {"attack_file_mb": round(len(compressed_attack.flac) / 1e6, 2), "attack_rate_hz": rate_hz,
+            "scenarios": [{"scenario": scenario, "p50_ms": p50, "p99_ms": p99, "errors": errors,
+                           "attack_answers": {str(code): n for code, n in counts.items()}}
+                          for scenario, p50, p99, errors, counts in rows]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40, help="good requests per scenario")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="the result file the Benchmarks page renders")
     args = parser.parse_args()
     from tiny_runs import train_tiny_run
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         run_dir = train_tiny_run(work / "base", "reliability", max_epochs=1).run_dir
-        crafted_checkpoints(run_dir, work)
-        server_figures(run_dir, args.requests)
+        checkpoints = crafted_checkpoints(run_dir, work)
+        save_results(args.json, {"checkpoints": checkpoints, **server_figures(run_dir, args.requests)})
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
+
+RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
 RATE_HZ = 8000
 TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0}
 
@@ -86,7 +89,7 @@ def in_process(model: Path, audio: bytes, threads: int | None, n: int) -> tuple[
     return float(np.percentile(latencies, 50) * 1000), n / sum(latencies)
 
 
-def measure(model: Path, audio: bytes, args) -> None:
+def measure(model: Path, audio: bytes, args) -> dict:
     from earmark.serve.client import run_load, server_process
 
     reference_ms, reference_per_s = in_process(model, audio, args.threads, n=min(args.requests, 300))
@@ -105,6 +108,12 @@ def measure(model: Path, audio: bytes, args) -> None:
           f"{args.concurrency}-client throughput / in-process = {report.throughput_per_s / reference_per_s:.2f}x")
     for error in sorted(set(report.errors + single.errors))[:5]:
         print(f"  error: {error}")
+    return {"model": "model.onnx" if model.suffix == ".onnx" else "run (PyTorch)", "in_process_p50_ms": reference_ms,
+            "single_p50_ms": single.percentile_ms(50), "single_p99_ms": single.percentile_ms(99),
+            "concurrency": args.concurrency, "concurrent_p50_ms": report.percentile_ms(50),
+            "concurrent_p99_ms": report.percentile_ms(99), "requests_per_s": report.throughput_per_s,
+            "errors": len(report.errors) + len(single.errors),
+            "requests": len(report.latencies_s) + len(report.errors) + len(single.latencies_s) + len(single.errors)}
 
 
 ATTACK_S, ATTACK_RATE_HZ = 149.0, 384_000
@@ -179,6 +188,7 @@ def main() -> None:
                                                               "(and with none), instead of the load figures")
     parser.add_argument("--attack-requests", type=int, default=200, help="good requests per attack scenario")
     parser.add_argument("--attackers", type=int, default=4, help="clients looping the attack FLAC")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="the result file the Deployment page renders")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -190,12 +200,13 @@ def main() -> None:
         if args.attack:
             attack_figures(model, audio, args)
             return
-        measure(model, audio, args)
+        rows = [measure(model, audio, args)]
         if args.onnx and model.suffix != ".onnx":
             from earmark import api
 
             onnx_model = api.export(model, Path(scratch) / "export", log=lambda *_: None).model_path
-            measure(onnx_model, audio, args)
+            rows.append(measure(onnx_model, audio, args))
+    save_results(args.json, {"rows": rows})
 
 
 if __name__ == "__main__":

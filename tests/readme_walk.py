@@ -1,6 +1,6 @@
-"""The README's commands, run in order as a reader would, in a folder holding tiny stand-ins for the data they
-name (tones instead of drones, a 6-speaker FSDD of tones, an ESC-50 layout, ...). Used by
-tests/test_readme_commands.py::test_readme_walkthrough (slow).
+"""The commands of README.md and the docs pages (tests/doc_pages.py), run in page order as a reader would, in a
+folder holding tiny stand-ins for the data they name (tones instead of drones, a 6-speaker FSDD of tones, an
+ESC-50 layout, ...). Used by tests/test_readme_commands.py::test_readme_walkthrough (slow).
 
 What the walk changes, and why, is written here and nowhere else:
 - SKIPPED: commands that need the internet, hardware, a cluster, a server left running or minutes each; each

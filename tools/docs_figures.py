@@ -142,8 +142,58 @@ def transfer_export(results: Path) -> str:
     return "\n".join([*lines, "", measured])
 
 
+def latency(results: Path) -> str:
+    """PyTorch against its ONNX exports (FP32, INT8 dynamic and static) per model: size, latency, throughput."""
+    data, measured = _load(results, "latency.json")
+    if not data:
+        return _missing("latency.json", "python benchmarks/inference_latency.py")
+    variants = {"pytorch": "PyTorch", "fp32": "ONNX FP32", "int8-dynamic": "INT8 dynamic", "int8-static": "INT8 static"}
+    lines = ["| model | variant | size MB | p50 / p99 ms | clips/s | test accuracy |", "|---|---|---|---|---|---|"]
+    previous = None
+    for row in data["rows"]:
+        model = f"`{row['model']}`" if row["model"] != previous else ""
+        previous = row["model"]
+        lines.append(f"| {model} | {variants.get(row['variant'], row['variant'])} | {row['size_mb']:.2f} | "
+                     f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f} | {row['clips_per_s']:,.0f} | {row['accuracy']:.4f} |")
+    return "\n".join([*lines, "", measured])
+
+
+def serve(results: Path) -> str:
+    """HTTP serving under load: in-process reference, one client, N concurrent clients."""
+    data, measured = _load(results, "serve.json")
+    if not data:
+        return _missing("serve.json", "python benchmarks/serve_load.py --onnx")
+    n = data["rows"][0]["concurrency"]
+    lines = [f"| model served | in-process decode + predict | HTTP, 1 client p50 / p99 | HTTP, {n} concurrent p50 / p99 "
+             f"| requests/s ({n} clients) | errors |", "|---|---|---|---|---|---|"]
+    lines += [f"| {row['model']} | {row['in_process_p50_ms']:.1f} ms | {row['single_p50_ms']:.1f} / "
+              f"{row['single_p99_ms']:.1f} ms | {row['concurrent_p50_ms']:.1f} / {row['concurrent_p99_ms']:.1f} ms | "
+              f"{row['requests_per_s']:.0f} | {row['errors']} / {row['requests']:,} |" for row in data["rows"]]
+    return "\n".join([*lines, "", measured])
+
+
+def reliability(results: Path) -> str:
+    """Crafted checkpoints per load path, and good requests' latency while the server is attacked."""
+    data, measured = _load(results, "reliability.json")
+    if not data:
+        return _missing("reliability.json", "python benchmarks/reliability.py")
+    checkpoints = data["checkpoints"]
+    lines = [f"Crafted checkpoints that ran code: **{checkpoints['executed']} of {checkpoints['load_paths']}** load "
+             f"paths (goal 0). Compressed attack file: 600 s at {data['attack_rate_hz']:,} Hz in "
+             f"{data['attack_file_mb']:.2f} MB.", "",
+             "| good requests while | p50 ms | p99 ms | p50 ratio | errors | attack answers |", "|---|---|---|---|---|---|"]
+    reference = data["scenarios"][0]["p50_ms"]
+    for row in data["scenarios"]:
+        answers = ", ".join(f"{code}: {n}" for code, n in row["attack_answers"].items())
+        lines.append(f"| {row['scenario']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                     f"{row['p50_ms'] / reference:.2f} | {row['errors']} | {answers} |")
+    return "\n".join([*lines, "", measured])
+
+
 FIGURES = {"demo": demo, "startup": startup, "ensemble": ensemble, "transfer-sample": transfer_sample,
-           "transfer-shared": transfer_shared, "transfer-export": transfer_export}
+           "transfer-shared": transfer_shared, "transfer-export": transfer_export,
+           "latency": latency, "serve": serve,
+           "reliability": reliability}
 
 
 def render_figure(name: str, results: Path) -> str:
