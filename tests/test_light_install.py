@@ -27,7 +27,7 @@ from onnx_runs import RATE_HZ, exported_model
 # top-level modules of the dependencies the light install leaves out (and what they pull in)
 HEAVY = ("torch", "torchaudio", "torchvision", "lightning", "pytorch_lightning", "lightning_fabric", "transformers",
          "optuna", "yt_dlp", "gdown", "timm", "sklearn", "scipy", "matplotlib", "tensorboard", "onnx", "onnxscript",
-         "safetensors", "cleanlab")
+         "safetensors", "cleanlab", "jinja2")
 
 LIGHT_CLI = textwrap.dedent(f"""
     import atexit, importlib.abc, sys
