@@ -26,8 +26,10 @@ from pathlib import Path
 
 from earmark import api
 from earmark.config import load_config
+from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fsdd"
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RECIPES = {
     # FSDD is recorded at 8 kHz (16 kHz only doubles the work); per-clip mean normalisation removes each
     # speaker's and microphone's fixed colouring; speed, noise and SpecAugment vary the rest. No validation
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=6)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="speaker_robust")
     parser.add_argument("--keep", type=Path, default=None, help="write runs and cache here (default: a temp folder)")
+    parser.add_argument("--json", type=Path, default=None, help="result file (default: benchmarks/results/"
+                        "fsdd_cv.json for speaker_robust, fsdd_cv_<recipe>.json otherwise)")
     parser.add_argument("overrides", nargs="*", help="extra config overrides, e.g. train.max_epochs=10")
     args = parser.parse_args(argv)
     if not (args.data / "metadata.csv").is_file() and not (args.data / "recordings").is_dir():
@@ -80,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {total_s:.1f} s (training {summary['fit_seconds']:.1f} s) for {summary['n_folds']} folds")
     for warning in summary["warnings"]:
         print(f"warning: {warning}")
+    fit_s = [row["fit_seconds"] or 0 for row in summary["per_fold"]]
+    name = "fsdd_cv.json" if args.recipe == "speaker_robust" else f"fsdd_cv_{args.recipe}.json"
+    save_results(args.json or RESULTS_DIR / name, {
+        "recipe": args.recipe, "majority_baseline": mean_baseline, "total_s": round(total_s, 1),
+        "fit_s_per_fold": [round(min(fit_s)), round(max(fit_s))],
+        "summary": {key: summary[key] for key in ("accuracy", "balanced_accuracy", "macro_f1")},
+        "folds": [{"held_out": ", ".join(row["held_out_groups"]), "n_test": row["n_test"], "accuracy": row["accuracy"]}
+                  for row in summary["per_fold"]]})
     return 0
 
 

@@ -190,10 +190,26 @@ def reliability(results: Path) -> str:
     return "\n".join([*lines, "", measured])
 
 
+def fsdd_cv(results: Path) -> str:
+    """6-fold speaker-grouped cross-validation on FSDD: one held-out speaker per fold, mean ± std."""
+    data, measured = _load(results, "fsdd_cv.json")
+    if not data:
+        return _missing("fsdd_cv.json", "python benchmarks/fsdd_cv.py")
+    folds, summary = data["folds"], data["summary"]
+    lines = ["| held-out speaker | " + " | ".join(fold["held_out"] for fold in folds) + " | mean ± std |",
+             "|---|" + "---|" * (len(folds) + 1),
+             f"| test accuracy ({folds[0]['n_test']} clips) | " + " | ".join(f"{fold['accuracy']:.3f}" for fold in folds)
+             + f" | **{summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f}** |", "",
+             f"Macro-F1 {summary['macro_f1']['mean']:.3f} ± {summary['macro_f1']['std']:.3f} (std over folds, ddof=1); "
+             f"majority baseline {data['majority_baseline']:.2f}; training {data['fit_s_per_fold'][0]:,}–"
+             f"{data['fit_s_per_fold'][1]:,} s per fold (recipe `{data['recipe']}`)."]
+    return "\n".join([*lines, "", measured])
+
+
 FIGURES = {"demo": demo, "startup": startup, "ensemble": ensemble, "transfer-sample": transfer_sample,
            "transfer-shared": transfer_shared, "transfer-export": transfer_export,
            "latency": latency, "serve": serve,
-           "reliability": reliability}
+           "reliability": reliability, "fsdd-cv": fsdd_cv}
 
 
 def render_figure(name: str, results: Path) -> str:
