@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import os
 import tempfile
@@ -34,6 +35,7 @@ import numpy as np
 from result_files import save_results  # benchmarks/ is on sys.path when a script here runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve.json"
+ATTACK_RESULTS = RESULTS.with_name("serve_attack.json")
 RATE_HZ = 8000
 TONES_HZ = {"low": 300.0, "mid": 900.0, "high": 2400.0}
 
@@ -145,7 +147,7 @@ def attack_loop(url: str, path: str, flac: bytes, stop: threading.Event, answers
             answers.append((status, time.perf_counter() - started))
 
 
-def attack_figures(model: Path, audio: bytes, args) -> None:
+def attack_figures(model: Path, audio: bytes, args) -> dict:
     from earmark.serve.client import run_load, server_process
 
     flac = attack_flac()
@@ -155,6 +157,7 @@ def attack_figures(model: Path, audio: bytes, args) -> None:
     options = ["--threads", str(args.threads)] if args.threads else []
     with server_process(model, options=[*options, "--log-level", "warning"]) as url:
         run_load(url, audio, n_requests=20, concurrency=1)  # warm-up
+        scenarios = {}
         for scenario, path in (("no attack", None), ("attack on /predict", "/predict"),
                                ("attack on /timeline", "/predict/timeline")):
             stop, answers = threading.Event(), []
@@ -173,6 +176,10 @@ def attack_figures(model: Path, audio: bytes, args) -> None:
             median_s = np.median([seconds for _, seconds in answers]) if answers else float("nan")
             print(f"  {scenario:<24} {good.percentile_ms(50):11.1f} {good.percentile_ms(99):11.1f} "
                   f"{len(good.errors):6d}  {counts or '-'} ({median_s:.2f} s)")
+            scenarios[scenario] = {"p50_ms": good.percentile_ms(50), "p99_ms": good.percentile_ms(99),
+                                   "errors": len(good.errors), "answers": {str(k): n for k, n in counts.items()},
+                                   "median_answer_s": None if np.isnan(median_s) else float(median_s)}
+    return scenarios
 
 
 def main() -> None:
@@ -188,7 +195,9 @@ def main() -> None:
                                                               "(and with none), instead of the load figures")
     parser.add_argument("--attack-requests", type=int, default=200, help="good requests per attack scenario")
     parser.add_argument("--attackers", type=int, default=4, help="clients looping the attack FLAC")
-    parser.add_argument("--json", type=Path, default=RESULTS, help="the result file the Deployment page renders")
+    parser.add_argument("--json", type=Path, default=RESULTS, help="the result file the Deployment page renders "
+                        "(default: serve.json; with --attack serve_attack.json)")
+    parser.add_argument("--label", default="now", help="with --attack: the row's name (e.g. a commit)")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -197,8 +206,11 @@ def main() -> None:
           f"else running")
     with tempfile.TemporaryDirectory() as scratch:
         model = args.model or train_tiny_run(Path(scratch))
-        if args.attack:
-            attack_figures(model, audio, args)
+        if args.attack:  # a row under --label; rows of other labels (other code versions) are kept
+            path = args.json if args.json != RESULTS else ATTACK_RESULTS
+            kept = [row for row in json.loads(path.read_text()).get("rows", [])
+                    if row["label"] != args.label] if path.exists() else []
+            save_results(path, {"rows": [*kept, {"label": args.label, **attack_figures(model, audio, args)}]})
             return
         rows = [measure(model, audio, args)]
         if args.onnx and model.suffix != ".onnx":

@@ -206,10 +206,36 @@ def fsdd_cv(results: Path) -> str:
     return "\n".join([*lines, "", measured])
 
 
+def serve_attack(results: Path) -> str:
+    """Good requests' latency under a compressed-audio attack on /predict and on /predict/timeline."""
+    data, measured = _load(results, "serve_attack.json")
+    if not data:
+        return _missing("serve_attack.json", "python benchmarks/serve_load.py --attack")
+
+    def ms(value: float) -> str:
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+    def answered(row: dict) -> str:
+        counts = " + ".join(f"{n} × {code}" for code, n in row["answers"].items())
+        median = row["median_answer_s"]
+        return f"{counts}, median {median:.2f} s" if counts and median < 1 else \
+            f"{counts}, median {median:.1f} s" if counts else "-"
+
+    lines = ["| good requests | no attack p50 / p99 | attack on `/predict` p50 / p99 | attack answered | "
+             "attack on `/predict/timeline` p50 / p99 | attack answered |", "|---|---|---|---|---|---|"]
+    for row in data["rows"]:
+        cells = [f"{ms(row[name]['p50_ms'])} / {ms(row[name]['p99_ms'])} ms" for name in
+                 ("no attack", "attack on /predict", "attack on /timeline")]
+        lines.append(f"| {row['label']} | {cells[0]} | {cells[1]} | {answered(row['attack on /predict'])} | {cells[2]} | "
+                     f"{answered(row['attack on /timeline'])} |")
+    return "\n".join([*lines, "", measured])
+
+
 FIGURES = {"demo": demo, "startup": startup, "ensemble": ensemble, "transfer-sample": transfer_sample,
            "transfer-shared": transfer_shared, "transfer-export": transfer_export,
            "latency": latency, "serve": serve,
-           "reliability": reliability, "fsdd-cv": fsdd_cv}
+           "reliability": reliability, "fsdd-cv": fsdd_cv,
+           "serve-attack": serve_attack}
 
 
 def render_figure(name: str, results: Path) -> str:
