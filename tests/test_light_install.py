@@ -2,11 +2,11 @@
 `earmark --help`, `earmark predict model.onnx` (and a run folder with a current export) and `earmark serve
 model.onnx` work.
 
-The light install (README, *Deploy without PyTorch*) is `pip install ./light` from a clone:
+The light install (docs/deployment.md, *Deploy without PyTorch*) is `pip install ./light` from a clone:
 light/pyproject.toml, the same package with onnxruntime numpy pandas soundfile soxr typer rich pydantic
 PyYAML fastapi uvicorn python-multipart only. Every other dependency in pyproject.toml is blocked here,
 so an import of one on these paths fails the test; a command that needs one says what to install.
-.ci/run installs exactly the README's command in a venv of its own.
+.ci/run installs exactly the page's command in a venv of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TONES_HZ, tone_clip
+from doc_pages import pages_text
 from onnx_runs import RATE_HZ, exported_model
 
 # top-level modules of the dependencies the light install leaves out (and what they pull in)
@@ -54,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEFT_OUT = {"torch": "torch", "lightning": "lightning", "scikit-learn": "sklearn", "scipy": "scipy",
             "matplotlib": "matplotlib", "tensorboard": "tensorboard", "timm": "timm", "transformers": "transformers",
             "onnx": "onnx", "safetensors": "safetensors", "onnxscript": "onnxscript", "optuna": "optuna",
-            "yt-dlp": "yt_dlp", "gdown": "gdown", "cleanlab": "cleanlab"}
+            "yt-dlp": "yt_dlp", "gdown": "gdown", "cleanlab": "cleanlab", "jinja2": "jinja2"}
 
 
 def requirement_names(pyproject: Path) -> set[str]:
@@ -74,7 +75,7 @@ def test_the_light_install_is_the_full_one_less_the_training_stack_and_ci_runs_t
     assert set(LEFT_OUT.values()) <= set(HEAVY)  # what this file blocks covers what the light install lacks
     versions = [project_version(path) for path in (ROOT / "pyproject.toml", ROOT / "light" / "pyproject.toml")]
     assert versions[0] == versions[1] and (ROOT / "light" / "src").resolve() == (ROOT / "src").resolve()
-    readme = (ROOT / "README.md").read_text()
+    readme = pages_text()  # README.md and the docs pages (the section is on docs/deployment.md)
     deploy = readme.split("### Deploy without PyTorch", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     installs = [line.strip() for line in deploy.splitlines() if line.strip().startswith("pip ")]
     assert installs == ["pip install ./light"]
