@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,12 @@ def test_a_broken_link_fails_the_strict_build(tmp_path):
     (tmp_path / "docs" / "data.md").write_text("# Data\n\nNo links.\n")
     done = mkdocs_build(tmp_path / "mkdocs.yml", tmp_path / "site")
     assert done.returncode != 0 and "no-such-heading" in done.stderr, done.stderr[-2000:]
+
+
+def test_the_readmes_links_and_picture_point_at_files():
+    """README.md is outside the site (mkdocs does not check it): its relative links and images must exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [target.split("#")[0] for target in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not target.startswith(("http://", "https://", "#"))]
+    missing = [target for target in targets if not (ROOT / target).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
