@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def machine_description() -> str:
     if os.environ.get("EARMARK_MACHINE"):
@@ -30,7 +32,10 @@ def machine_description() -> str:
 
 def save_results(path: Path, data: dict, command: str | None = None) -> None:
     """Write `data` to `path` as JSON with `_meta` first: this machine, today's date and the command that ran."""
-    command = command or "python " + " ".join(shlex.quote(arg) for arg in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(ROOT):
+        script = script.relative_to(ROOT)
+    command = command or "python " + " ".join(shlex.quote(arg) for arg in [script.as_posix(), *sys.argv[1:]])
     meta = {"machine": machine_description(), "date": datetime.date.today().isoformat(), "command": command}
     rows = {key: value for key, value in data.items() if key != "_meta"}
     Path(path).write_text(json.dumps({"_meta": meta, **rows}, indent=1) + "\n")

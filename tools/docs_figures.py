@@ -44,9 +44,10 @@ def demo(results: Path) -> str:
     lines = ["| seed | test accuracy | 95% interval | trained in |", "|---|---|---|---|"]
     lines += [f"| {run['seed']} | {run['accuracy']:.3f} | {_ci(run)} | {run['train_s']:.0f} s |" for run in runs]
     widths = [run["ci95"][1] - run["ci95"][0] for run in runs]
-    lines += ["", f"Over {len(runs)} seeds: mean **{statistics.mean(accuracies):.3f}**, min {min(accuracies):.3f}, "
+    seeds, speakers = "1 seed" if len(runs) == 1 else f"{len(runs)} seeds", data["test_speakers"]
+    lines += ["", f"Over {seeds}: mean **{statistics.mean(accuracies):.3f}**, min {min(accuracies):.3f}, "
               f"max {max(accuracies):.3f} (std {statistics.pstdev(accuracies):.3f}), on {n_test} test clips of "
-              f"{data['test_speakers']} held-out speaker(s); majority baseline {data['majority_baseline']:.2f}. "
+              f"{speakers} held-out speaker{'s' if speakers != 1 else ''}; majority baseline {data['majority_baseline']:.2f}. "
               f"One run's 95% interval is {statistics.mean(widths):.2f} wide, so runs inside it are the same result.",
               "", measured]
     return "\n".join(lines)
