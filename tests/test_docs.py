@@ -54,14 +54,14 @@ def write_results(root: Path, name: str, data: dict) -> None:
 
 
 def test_the_demo_figure_states_test_size_interval_and_spread_over_seeds(tmp_path):
+    """demo.json as benchmarks/demo_seeds.py writes it: machine, date and command at the top level."""
     accuracies = [0.5143, 0.6286, 0.5714, 0.6, 0.5429]
-    runs = [{"seed": seed, "accuracy": acc, "n_test": 70, "ci95": [acc - 0.11, acc + 0.11], "train_s": 31.7 + seed}
-            for seed, acc in enumerate(accuracies)]
-    write_results(tmp_path, "demo.json", {"_meta": META, "test_speakers": 1, "majority_baseline": 0.1, "runs": runs})
+    seeds = [{"seed": seed, "accuracy": acc, "accuracy_ci95": [acc - 0.11, acc + 0.11], "n_test": 70,
+              "model": "fusion", "wall_s": 31.7 + seed} for seed, acc in enumerate(accuracies)]
+    write_results(tmp_path, "demo.json", {**META, "seeds": seeds, "mean": 0.5714})
     figure = docs_pages.render("demo", tmp_path)
-    assert "Over 5 seeds: mean **0.571**, min 0.514, max 0.629" in figure
-    assert "on 70 test clips of 1 held-out speaker" in figure
-    assert "| 0 | 0.514 | 0.404–0.624 | 32 s |" in figure
+    assert "Over 5 seeds: mean **0.571**, min 0.514, max 0.629, on 70 test clips each" in figure
+    assert "| 0 | fusion | 0.514 | 0.404–0.624 | 32 s |" in figure
     assert "95% interval is 0.22 wide" in figure
     assert "Measured 2026-12-08 on 2-core VM: `python benchmarks/demo_seeds.py --seeds 5`" in figure
 

@@ -17,7 +17,7 @@ def _load(results: Path, name: str) -> tuple[dict, str]:
     if not path.is_file():
         return {}, ""
     data = json.loads(path.read_text(encoding="utf-8"))
-    meta = data.get("_meta")
+    meta = data.get("_meta") or {key: data.get(key) for key in ("machine", "date", "command")}  # demo.json: top level
     if not meta or not all(meta.get(key) for key in ("machine", "date", "command")):
         raise SystemExit(f"error: benchmarks/results/{name} has no _meta with machine, date and command; "
                          "write it with benchmarks/result_files.py save_results")
@@ -34,22 +34,21 @@ def _ci(row: dict) -> str:
 
 
 def demo(results: Path) -> str:
-    """`earmark train` over several seeds: each run's accuracy with its 95% interval, then mean, min and max."""
+    """`earmark train` over several seeds (benchmarks/demo_seeds.py): each seed's test accuracy with its 95%
+    interval, then mean, min and max."""
     data, measured = _load(results, "demo.json")
     if not data:
-        return _missing("demo.json", "python benchmarks/demo_seeds.py --seeds 5")
-    runs = data["runs"]
+        return _missing("demo.json", "python benchmarks/demo_seeds.py")
+    runs = data["seeds"]
     accuracies = [run["accuracy"] for run in runs]
-    n_test = runs[0]["n_test"]
-    lines = ["| seed | test accuracy | 95% interval | trained in |", "|---|---|---|---|"]
-    lines += [f"| {run['seed']} | {run['accuracy']:.3f} | {_ci(run)} | {run['train_s']:.0f} s |" for run in runs]
-    widths = [run["ci95"][1] - run["ci95"][0] for run in runs]
-    seeds, speakers = "1 seed" if len(runs) == 1 else f"{len(runs)} seeds", data["test_speakers"]
+    lines = ["| seed | model | test accuracy | 95% interval | wall time |", "|---|---|---|---|---|"]
+    lines += [f"| {run['seed']} | {run.get('model') or ''} | {run['accuracy']:.3f} | {_ci(run)} | {run['wall_s']:.0f} s |"
+              for run in runs]
+    widths = [run["accuracy_ci95"][1] - run["accuracy_ci95"][0] for run in runs]
+    seeds = "1 seed" if len(runs) == 1 else f"{len(runs)} seeds"
     lines += ["", f"Over {seeds}: mean **{statistics.mean(accuracies):.3f}**, min {min(accuracies):.3f}, "
-              f"max {max(accuracies):.3f} (std {statistics.pstdev(accuracies):.3f}), on {n_test} test clips of "
-              f"{speakers} held-out speaker{'s' if speakers != 1 else ''}; majority baseline {data['majority_baseline']:.2f}. "
-              f"One run's 95% interval is {statistics.mean(widths):.2f} wide, so runs inside it are the same result.",
-              "", measured]
+              f"max {max(accuracies):.3f}, on {runs[0]['n_test']} test clips each. One run's 95% interval is "
+              f"{statistics.mean(widths):.2f} wide, so runs inside it are the same result.", "", measured]
     return "\n".join(lines)
 
 
