@@ -65,6 +65,8 @@ PYTHON_REWRITES = {
     '"train.max_epochs=30"': '"train.max_epochs=1"',
     '"train.max_epochs=5"': '"train.max_epochs=1"',
     "trials=30": "trials=2",
+    # the prelude's run_b is personalized, which an ensemble refuses: the two runs the Ensembles section trains
+    "api.ensemble([run_a, run_b]": 'api.ensemble(["runs/sample-aisfx", "runs/sample-cnn"]',
 }
 # names the README's python fragments use without defining them (the prose around them does)
 PYTHON_PRELUDE = """import numpy as np
@@ -174,8 +176,8 @@ def rewrite(command: str, runs: dict[str, str | None], rewrites: dict[str, str] 
 
 
 def newest_runs(project: Path) -> dict[str, str | None]:
-    """The newest trained run (by its checkpoints folder's time): personalized, other, and other with a speaker
-    column (the bundled demo's or FSDD's data)."""
+    """The newest trained run (by its checkpoints folder's time): personalized, other (on the tone stand-ins;
+    the newest with speakers until one exists), and other with a speaker column (the bundled demo's or FSDD's data)."""
     newest: dict[str, str | None] = {"personalized": None, "other": None, "speakers": None}
     runs = [p for p in (project / "runs").glob("*") if (p / "checkpoints").is_dir()]
     for run in sorted(runs, key=lambda p: (p / "checkpoints").stat().st_mtime):
@@ -183,9 +185,11 @@ def newest_runs(project: Path) -> dict[str, str | None]:
         if re.search(r"^\s+name: personalized$", config, re.M):
             newest["personalized"] = run.name
             continue
-        newest["other"] = run.name
         if re.search(r"^\s+source: (sample|fsdd)$", config, re.M):
             newest["speakers"] = run.name
+        else:  # the README's other data (drones, other_site.csv) is the walk's tones: `--data` needs their labels
+            newest["other"] = run.name
+    newest["other"] = newest["other"] or newest["speakers"]
     return newest
 
 
