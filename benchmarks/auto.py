@@ -32,6 +32,7 @@ import pandas as pd
 
 from earmark import api
 from earmark.config import load_config
+from transfer import fewshot_sets, mridangam_data  # benchmarks/ is on sys.path when a script here runs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 RESULTS = Path(__file__).resolve().parent / "results" / "auto.json"
@@ -160,25 +161,13 @@ def part_fsdd(workspace: Path, args, results: dict) -> None:
     cv_runs("fsdd 6-fold speaker CV", base(workspace, "fsdd-auto", args.budget) + fsdd, "speaker", results)
 
 
-def mridangam_data() -> list[str]:
-    return ["data.source=csv", f"data.path={SHARED / 'mridangam' / 'metadata.csv'}", "data.duration_s=1.0"]
-
-
 def part_mridangam(workspace: Path, args, results: dict) -> None:
     cv_runs("mridangam 6-fold tonic CV", base(workspace, "m-auto", args.budget) + mridangam_data(), "tonic", results)
 
 
 def part_fewshot(workspace: Path, args, results: dict) -> None:
-    table = pd.read_csv(SHARED / "mridangam" / "metadata.csv")
-    table["path"] = [str(SHARED / "mridangam" / p) for p in table["path"]]
-    rng = np.random.default_rng(0)
-    for shots in (5, 20):
-        train = table[table["tonic"] != "D#"].groupby("label").sample(n=shots, random_state=int(rng.integers(1 << 30)))
-        test = table[table["tonic"] == "D#"]
-        subset = pd.concat([train.assign(split="train"), test.assign(split="test")])
-        csv = workspace / f"fewshot-{shots}.csv"
-        subset.to_csv(csv, index=False)
-        val_fraction = round(len(train) / 5 / len(subset), 3)  # about one of the five training tonics validates
+    for shots, csv, n_train, n_clips in fewshot_sets(workspace):
+        val_fraction = round(n_train / 5 / n_clips, 3)  # about one of the five training tonics validates
         data = ["data.source=csv", f"data.path={csv}", "data.duration_s=1.0", "split.group_by=tonic",
                 f"split.val_fraction={val_fraction}"]
         one_run(f"mridangam {shots}-shot", base(workspace, f"fs{shots}-auto", args.budget) + data, results)

@@ -114,16 +114,26 @@ def part_mridangam(workspace: Path, args, results: dict) -> None:
        "tonic", results)
 
 
-def part_fewshot(workspace: Path, args, results: dict) -> None:
+def fewshot_sets(workspace: Path, shots_per_class: tuple[int, ...] = (5, 20)) -> list[tuple[int, Path, int, int]]:
+    """(shots, CSV, training clips, all clips) per few-shot set: `shots` training clips per class from the five
+    tonics other than D#, tested on every D# clip; the samples drawn in that order from one seeded generator, so
+    every benchmark that builds them (this one, benchmarks/auto.py) sees the same clips."""
     table = pd.read_csv(SHARED / "mridangam" / "metadata.csv")
     table["path"] = [str(SHARED / "mridangam" / p) for p in table["path"]]
     rng = np.random.default_rng(0)
-    for shots in (5, 20):
+    sets = []
+    for shots in shots_per_class:
         train = table[table["tonic"] != "D#"].groupby("label").sample(n=shots, random_state=int(rng.integers(1 << 30)))
         test = table[table["tonic"] == "D#"]
         subset = pd.concat([train.assign(split="train"), test.assign(split="test")])
         csv = workspace / f"fewshot-{shots}.csv"
         subset.to_csv(csv, index=False)
+        sets.append((shots, csv, len(train), len(subset)))
+    return sets
+
+
+def part_fewshot(workspace: Path, args, results: dict) -> None:
+    for shots, csv, _, _ in fewshot_sets(workspace):
         data = ["data.source=csv", f"data.path={csv}", "data.duration_s=1.0", "split.val_fraction=0"]
         run(f"mridangam {shots}-shot: probe", base(workspace, f"fs{shots}-probe") + data + PROBE, results)
         run(f"mridangam {shots}-shot: scratch", base(workspace, f"fs{shots}-scratch") + data +
