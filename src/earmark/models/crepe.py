@@ -199,8 +199,7 @@ def load_crepe_weights(module: nn.Module, path: Optional[str | Path] = None,
     (unchecked when None, e.g. fine-tuned weights). Safetensors cannot run code. A missing, corrupt or
     mismatched file raises EarmarkError. The train/eval mode is left alone: call `.eval()`.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from earmark.models.weights import load_safetensors_into
 
     net = module.net if isinstance(module, CrepeEmbedder) else module
     if not isinstance(net, CrepeNet):
@@ -210,21 +209,11 @@ def load_crepe_weights(module: nn.Module, path: Optional[str | Path] = None,
         raise EarmarkError(f"crepe capacity={net.capacity} is not bundled: convert it with `{CONVERT_COMMAND} "
                            f"--capacity {net.capacity} --out crepe_{net.capacity}.safetensors` and set "
                            f"model.params.weights_path to that file")
-    path = WEIGHTS_PATH if bundled else Path(path).expanduser()
-    expected = CREPE_TINY_SHA256 if bundled else sha256
     fix = (f"reinstall earmark, or rebuild it with `{CONVERT_COMMAND}`" if bundled
            else f"give a safetensors file written by `{CONVERT_COMMAND} --capacity {net.capacity}`")
-    if not path.is_file():
-        raise EarmarkError(f"crepe weights not found at {path}; {fix}")
-    if expected is not None and (actual := sha256_of(path)) != expected.lower():
-        raise EarmarkError(f"crepe weights at {path} are corrupt or modified (sha256 {actual[:16]}..., "
-                           f"expected {expected.lower()[:16]}...); {fix}")
-    try:
-        net.load_state_dict(load_file(str(path), device="cpu"), strict=True)
-    except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EarmarkError(f"crepe weights at {path} cannot be loaded as capacity={net.capacity} ({reason}); "
-                           f"{fix}") from None
+    load_safetensors_into(net, WEIGHTS_PATH if bundled else Path(path).expanduser(),
+                          sha256=CREPE_TINY_SHA256 if bundled else sha256, model="crepe", fix=fix,
+                          loaded_as=f" as capacity={net.capacity}")
     return module
 
 

@@ -91,11 +91,13 @@ def load_torch_file(path: str | Path, *, trust: bool = False, allowed: Sequence[
                            f"or not a checkpoint at all") from None
 
 
-def load_safetensors_into(net: Any, path: str | Path, *, sha256: Optional[str], model: str, fix: str) -> None:
+def load_safetensors_into(net: Any, path: str | Path, *, sha256: Optional[str], model: str, fix: str,
+                          loaded_as: str = "") -> None:
     """Load the safetensors file `path` into `net` (strict: exactly its tensors); safetensors cannot run code.
 
     sha256: the digest the file must have (unchecked when None, e.g. fine-tuned weights). A missing,
-    corrupt, modified or mismatched file raises one EarmarkError naming `model`'s weights, the path and `fix`.
+    corrupt, modified or mismatched file raises one EarmarkError naming `model`'s weights, the path and `fix`
+    (and `loaded_as`, e.g. " as capacity=full", where one network takes several files).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -112,7 +114,7 @@ def load_safetensors_into(net: Any, path: str | Path, *, sha256: Optional[str], 
         net.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     except (SafetensorError, RuntimeError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise EarmarkError(f"{model} weights at {path} cannot be loaded ({reason}); {fix}") from None
+        raise EarmarkError(f"{model} weights at {path} cannot be loaded{loaded_as} ({reason}); {fix}") from None
 
 
 def _first_line(exc: BaseException) -> str:
